@@ -1,0 +1,88 @@
+//! The ring-buffer record for one Packet-Too-Big seen on the wire.
+
+/// Which program saw the packet.
+pub const HOOK_XDP: u8 = 0;
+pub const HOOK_TC_INGRESS: u8 = 1;
+pub const HOOK_TC_EGRESS: u8 = 2;
+
+/// `flags` bits.
+/// The router sent MTU 0 and `mtu` holds the RFC 1191 §7 plateau estimate.
+pub const FLAG_MTU_ESTIMATED: u8 = 1 << 0;
+/// `l4_head` holds the first four bytes of the quoted L4 header.
+pub const FLAG_L4_PRESENT: u8 = 1 << 1;
+
+/// One ICMPv4 Frag-Needed or ICMPv6 Packet-Too-Big.
+///
+/// Addresses are 16 bytes for both families; IPv4 addresses occupy the first
+/// four bytes in network order and the rest is zero. `l4_head` keeps the raw
+/// first four bytes of the quoted transport header: the ports for TCP, UDP,
+/// SCTP, DCCP and UDP-Lite, type/code/checksum for ICMP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PtbEvent {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the packet was seen.
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    /// Next-hop MTU from the ICMP message (or the plateau estimate).
+    pub mtu: u32,
+    /// Total length of the quoted packet (IPv6: payload length + 40).
+    pub quoted_len: u32,
+    /// First four bytes of the quoted L4 header, as on the wire.
+    pub l4_head: [u8; 4],
+    pub hook: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Protocol (IPv4) or final next header (IPv6) of the quoted packet.
+    pub proto: u8,
+    pub flags: u8,
+    pub _pad: u32,
+    /// Outer source: the router that reported the MTU.
+    pub reporter: [u8; 16],
+    /// Outer destination: who the report is addressed to.
+    pub to: [u8; 16],
+    /// Quoted packet's source and destination: the flow that was too big.
+    pub orig_src: [u8; 16],
+    pub orig_dst: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<PtbEvent>() == 96);
+const _: () = assert!(core::mem::align_of::<PtbEvent>() == 8);
+
+impl PtbEvent {
+    pub const fn zeroed() -> Self {
+        Self {
+            ts_ns: 0,
+            ifindex: 0,
+            mtu: 0,
+            quoted_len: 0,
+            l4_head: [0; 4],
+            hook: 0,
+            family: 0,
+            proto: 0,
+            flags: 0,
+            _pad: 0,
+            reporter: [0; 16],
+            to: [0; 16],
+            orig_src: [0; 16],
+            orig_dst: [0; 16],
+        }
+    }
+
+    /// Source port of the quoted packet, when `l4_head` holds ports.
+    pub fn sport(&self) -> Option<u16> {
+        self.has_ports().then(|| u16::from_be_bytes([self.l4_head[0], self.l4_head[1]]))
+    }
+
+    pub fn dport(&self) -> Option<u16> {
+        self.has_ports().then(|| u16::from_be_bytes([self.l4_head[2], self.l4_head[3]]))
+    }
+
+    fn has_ports(&self) -> bool {
+        self.flags & FLAG_L4_PRESENT != 0 && proto_has_ports(self.proto)
+    }
+}
+
+/// Transport protocols whose header starts with 16-bit source and destination ports.
+pub const fn proto_has_ports(proto: u8) -> bool {
+    matches!(proto, 6 | 17 | 33 | 132 | 136)
+}

@@ -1,0 +1,22 @@
+//! Plain types and pure logic shared by the pmtu eBPF programs and userspace.
+//!
+//! Everything that crosses the kernel/userspace boundary is defined here once:
+//! `#[repr(C)]`, fixed-width integers only, explicit padding, sizes asserted at
+//! compile time. The packet parser lives here too, generic over a bounds-checked
+//! [`parse::Packet`] accessor, so the very code the kernel runs is also tested
+//! (and later fuzzed) on the host against plain byte slices.
+#![no_std]
+
+pub mod counters;
+pub mod event;
+pub mod parse;
+pub mod plateau;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: both types are #[repr(C)], made only of integers and byte arrays,
+    // and have no implicit padding (sizes are asserted in their modules).
+    unsafe impl aya::Pod for crate::event::PtbEvent {}
+    unsafe impl bytemuck::Zeroable for crate::event::PtbEvent {}
+    unsafe impl bytemuck::Pod for crate::event::PtbEvent {}
+}

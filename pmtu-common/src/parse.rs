@@ -1,0 +1,340 @@
+//! The one packet parser: Ethernet → VLAN tags → IPv4/IPv6 (+ extension
+//! headers) → ICMP Packet-Too-Big → the quoted packet.
+//!
+//! It is generic over [`Packet`], the single bounds-checked accessor through
+//! which every byte is read: in the kernel that is `bpf_xdp_load_bytes` /
+//! `bpf_skb_load_bytes`, on the host a byte slice. Every read is also limited to
+//! the IP datagram's own length, so Ethernet padding or trailing junk is never
+//! taken for header bytes.
+
+use crate::{
+    event::{FLAG_L4_PRESENT, FLAG_MTU_ESTIMATED, PtbEvent},
+    plateau::plateau_below,
+};
+
+/// Bounds-checked access to packet bytes.
+pub trait Packet {
+    /// Copies the `N` bytes at `offset` into `dst`; `false` (and `dst` in an
+    /// unspecified state) if the packet ends before them.
+    fn read_into<const N: usize>(&self, offset: usize, dst: &mut [u8; N]) -> bool;
+
+    /// The `N` bytes at `offset`, or `None` if the packet ends before them.
+    #[inline(always)]
+    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let mut out = [0u8; N];
+        self.read_into(offset, &mut out).then_some(out)
+    }
+}
+
+/// A packet held in memory (host tests, fuzzing, userspace decoding).
+pub struct SlicePacket<'a>(pub &'a [u8]);
+
+impl Packet for SlicePacket<'_> {
+    #[inline(always)]
+    fn read_into<const N: usize>(&self, offset: usize, dst: &mut [u8; N]) -> bool {
+        let Some(end) = offset.checked_add(N) else {
+            return false;
+        };
+        match self.0.get(offset..end) {
+            Some(bytes) => {
+                dst.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+/// 802.1Q and 802.1ad tags accepted before the EtherType (QinQ).
+pub const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers walked before giving up. RFC 8200 §4.1 recommends
+/// at most one of each kind (destination options twice); six covers every
+/// conforming chain of the kinds walked here.
+pub const MAX_EXT_HEADERS: usize = 6;
+
+/// Where an L3 packet starts in the frame, after Ethernet and VLAN tags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L3 {
+    pub ethertype: u16,
+    pub offset: usize,
+}
+
+/// What the parser made of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not IPv4/IPv6 (ARP, LLDP, ...).
+    NotIp,
+    /// IP, but not a Packet-Too-Big.
+    NotPtb,
+    /// A PTB; the event was filled in (family 4 or 6).
+    Ptb,
+    /// A non-first fragment: no header to look at.
+    FragmentSkipped,
+    /// Truncated or self-contradicting headers.
+    Malformed,
+}
+
+/// Ethernet and up to [`MAX_VLAN_TAGS`] VLAN tags.
+#[inline(always)]
+pub fn parse_l2<P: Packet>(pkt: &P) -> Result<L3, Outcome> {
+    let mut ethertype = be16(pkt.read::<2>(12).ok_or(Outcome::Malformed)?);
+    let mut offset = 14;
+    let mut tags = 0;
+    while tags < MAX_VLAN_TAGS && (ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD) {
+        // A tag is TCI (2 bytes) then the next EtherType.
+        let tag = pkt.read::<4>(offset).ok_or(Outcome::Malformed)?;
+        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        offset += 4;
+        tags += 1;
+    }
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        // More tags than we walk: we cannot see the payload, so say so.
+        return Err(Outcome::Malformed);
+    }
+    Ok(L3 { ethertype, offset })
+}
+
+/// Parses a whole frame; on [`Outcome::Ptb`] `ev` holds everything but the
+/// context fields (`ts_ns`, `ifindex`, `hook`) that only the program knows.
+#[inline(always)]
+pub fn parse_ptb<P: Packet>(pkt: &P, ev: &mut PtbEvent) -> Outcome {
+    let l3 = match parse_l2(pkt) {
+        Ok(l3) => l3,
+        Err(outcome) => return outcome,
+    };
+    match l3.ethertype {
+        ETH_P_IP => parse_v4(pkt, l3.offset, ev),
+        ETH_P_IPV6 => parse_v6(pkt, l3.offset, ev),
+        _ => Outcome::NotIp,
+    }
+}
+
+/// Reads `N` bytes at `offset`, refusing anything past `end` (the end of the
+/// enclosing IP datagram) even if the frame itself is longer.
+#[inline(always)]
+fn within<P: Packet, const N: usize>(pkt: &P, offset: usize, end: usize) -> Option<[u8; N]> {
+    if offset + N > end {
+        return None;
+    }
+    pkt.read::<N>(offset)
+}
+
+/// [`within`], straight into the caller's buffer (addresses go directly into
+/// the event: the BPF stack is 512 bytes).
+#[inline(always)]
+fn within_into<P: Packet, const N: usize>(
+    pkt: &P,
+    offset: usize,
+    end: usize,
+    dst: &mut [u8; N],
+) -> bool {
+    offset + N <= end && pkt.read_into(offset, dst)
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+#[inline(always)]
+fn parse_v4<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
+    // Version/IHL, TOS, total length, id, flags/fragment offset, TTL, protocol.
+    let Some(ip) = pkt.read::<10>(off) else {
+        return Outcome::Malformed;
+    };
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    let total = be16([ip[2], ip[3]]) as usize;
+    if ip[0] >> 4 != 4 || ihl < 20 || total < ihl {
+        return Outcome::Malformed;
+    }
+    // RFC 791: only the first fragment (offset 0) carries the ICMP header.
+    if be16([ip[6], ip[7]]) & 0x1fff != 0 {
+        return Outcome::FragmentSkipped;
+    }
+    if ip[9] != IPPROTO_ICMP {
+        return Outcome::NotPtb;
+    }
+    let end = off + total;
+    let icmp_off = off + ihl;
+    let Some(icmp) = within::<P, 8>(pkt, icmp_off, end) else {
+        return Outcome::Malformed;
+    };
+    // RFC 792 Destination Unreachable, code 4: fragmentation needed and DF set.
+    if icmp[0] != 3 || icmp[1] != 4 {
+        return Outcome::NotPtb;
+    }
+    // RFC 1191 §4: Next-Hop MTU is the low-order 16 bits of the second word.
+    let mtu = be16([icmp[6], icmp[7]]);
+
+    let q = icmp_off + 8;
+    let Some(quoted) = within::<P, 10>(pkt, q, end) else {
+        return Outcome::Malformed;
+    };
+    let qihl = ((quoted[0] & 0x0f) as usize) * 4;
+    if quoted[0] >> 4 != 4 || qihl < 20 {
+        return Outcome::Malformed;
+    }
+    *ev = PtbEvent::zeroed();
+    let mut a = [0u8; 4];
+    if !within_into(pkt, off + 12, end, &mut a) {
+        return Outcome::Malformed;
+    }
+    ev.reporter[..4].copy_from_slice(&a);
+    if !within_into(pkt, off + 16, end, &mut a) {
+        return Outcome::Malformed;
+    }
+    ev.to[..4].copy_from_slice(&a);
+    if !within_into(pkt, q + 12, end, &mut a) {
+        return Outcome::Malformed;
+    }
+    ev.orig_src[..4].copy_from_slice(&a);
+    if !within_into(pkt, q + 16, end, &mut a) {
+        return Outcome::Malformed;
+    }
+    ev.orig_dst[..4].copy_from_slice(&a);
+
+    let quoted_len = be16([quoted[2], quoted[3]]);
+    ev.family = 4;
+    ev.proto = quoted[9];
+    ev.quoted_len = quoted_len as u32;
+    if mtu == 0 {
+        ev.mtu = plateau_below(quoted_len) as u32;
+        ev.flags |= FLAG_MTU_ESTIMATED;
+    } else {
+        ev.mtu = mtu as u32;
+    }
+    // RFC 792/1812 §4.3.2.3: the quote carries at least 8 bytes of the
+    // datagram's data: the ports, if the quoted packet was a first fragment.
+    if be16([quoted[6], quoted[7]]) & 0x1fff == 0 && within_into(pkt, q + qihl, end, &mut ev.l4_head)
+    {
+        ev.flags |= FLAG_L4_PRESENT;
+    }
+    Outcome::Ptb
+}
+
+/// Result of walking an IPv6 extension-header chain.
+enum Walk {
+    /// The upper-layer protocol and where its header starts.
+    Upper { proto: u8, offset: usize },
+    /// A fragment header with a non-zero offset: no upper-layer header here.
+    LaterFragment { proto: u8 },
+    /// Chain truncated or longer than [`MAX_EXT_HEADERS`]; `proto` is the
+    /// last next-header value read.
+    Unfinished { proto: u8 },
+}
+
+/// Walks hop-by-hop, routing, fragment, AH and destination-options headers
+/// (RFC 8200 §4, RFC 4302 §2.2 for AH's length unit).
+#[inline(always)]
+fn walk_ext<P: Packet>(pkt: &P, mut nh: u8, mut off: usize, end: usize) -> Walk {
+    let mut i = 0;
+    while i < MAX_EXT_HEADERS {
+        match nh {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let Some(h) = within::<P, 2>(pkt, off, end) else {
+                    return Walk::Unfinished { proto: nh };
+                };
+                nh = h[0];
+                off += (h[1] as usize + 1) * 8;
+            }
+            IPPROTO_AH => {
+                let Some(h) = within::<P, 2>(pkt, off, end) else {
+                    return Walk::Unfinished { proto: nh };
+                };
+                nh = h[0];
+                off += (h[1] as usize + 2) * 4;
+            }
+            IPPROTO_FRAGMENT => {
+                let Some(h) = within::<P, 8>(pkt, off, end) else {
+                    return Walk::Unfinished { proto: nh };
+                };
+                nh = h[0];
+                if be16([h[2], h[3]]) >> 3 != 0 {
+                    return Walk::LaterFragment { proto: nh };
+                }
+                off += 8;
+            }
+            _ => return Walk::Upper { proto: nh, offset: off },
+        }
+        i += 1;
+    }
+    match nh {
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
+            Walk::Unfinished { proto: nh }
+        }
+        _ => Walk::Upper { proto: nh, offset: off },
+    }
+}
+
+#[inline(always)]
+fn parse_v6<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
+    // Version/class/flow, payload length, next header, hop limit.
+    let Some(ip) = pkt.read::<8>(off) else {
+        return Outcome::Malformed;
+    };
+    if ip[0] >> 4 != 6 {
+        return Outcome::Malformed;
+    }
+    // Payload length 0 means a jumbogram (RFC 2675); no PTB is ever one.
+    let end = off + 40 + be16([ip[4], ip[5]]) as usize;
+    let (icmp_off, proto) = match walk_ext(pkt, ip[6], off + 40, end) {
+        Walk::Upper { proto, offset } => (offset, proto),
+        Walk::LaterFragment { .. } => return Outcome::FragmentSkipped,
+        Walk::Unfinished { .. } => return Outcome::Malformed,
+    };
+    if proto != IPPROTO_ICMPV6 {
+        return Outcome::NotPtb;
+    }
+    let Some(icmp) = within::<P, 8>(pkt, icmp_off, end) else {
+        return Outcome::Malformed;
+    };
+    // RFC 4443 §3.2: Packet Too Big is type 2; the MTU is the whole second word.
+    if icmp[0] != 2 || icmp[1] != 0 {
+        return Outcome::NotPtb;
+    }
+    let mtu = u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]);
+
+    let q = icmp_off + 8;
+    let Some(quoted) = within::<P, 8>(pkt, q, end) else {
+        return Outcome::Malformed;
+    };
+    if quoted[0] >> 4 != 6 {
+        return Outcome::Malformed;
+    }
+    *ev = PtbEvent::zeroed();
+    if !(within_into(pkt, off + 8, end, &mut ev.reporter)
+        && within_into(pkt, off + 24, end, &mut ev.to)
+        && within_into(pkt, q + 8, end, &mut ev.orig_src)
+        && within_into(pkt, q + 24, end, &mut ev.orig_dst))
+    {
+        return Outcome::Malformed;
+    }
+    ev.family = 6;
+    ev.quoted_len = be16([quoted[4], quoted[5]]) as u32 + 40;
+    ev.mtu = mtu;
+    // The quote is cut at 1280 bytes (RFC 4443 §2.4 (c)), so the quoted chain
+    // may end early: then report the last protocol seen and no ports.
+    match walk_ext(pkt, quoted[6], q + 40, end) {
+        Walk::Upper { proto, offset } => {
+            ev.proto = proto;
+            if within_into(pkt, offset, end, &mut ev.l4_head) {
+                ev.flags |= FLAG_L4_PRESENT;
+            }
+        }
+        Walk::LaterFragment { proto } | Walk::Unfinished { proto } => ev.proto = proto,
+    }
+    Outcome::Ptb
+}

@@ -1,0 +1,25 @@
+//! Maps shared with userspace. Names are the contract with pmtu-user's loader.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use pmtu_common::counters;
+
+/// PTB events. 256 KiB holds ~2,700 records; userspace may resize it before
+/// load. A full ring is counted in `counters::RING_LOST`, never silent.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Per-CPU so the hot path never contends on a shared cache line.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, and BPF programs are not preempted on a CPU
+        // while they run, so this CPU's slot has no concurrent writer.
+        unsafe { *slot += 1 };
+    }
+}

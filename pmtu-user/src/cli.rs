@@ -1,0 +1,116 @@
+//! Command-line interface (clap derive).
+
+use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    loader::IngressHook,
+    table::{DEFAULT_EXPIRES_SECS, DEFAULT_MAX_DESTINATIONS},
+    trace::TraceOptions,
+};
+
+/// Watch Path-MTU signals (ICMP Frag-Needed, ICMPv6 Packet-Too-Big) in the kernel.
+#[derive(Debug, Parser)]
+#[command(name = "pmtu", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show PTB messages live and, on exit, the PMTU per destination.
+    Trace(TraceArgs),
+    /// Build the seed lab (h0—r1—r2—h3) in throw-away namespaces, trace
+    /// PMTU discovery across it, and compare with the kernel's own cache.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Interface to observe (repeat for several).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
+    pub interfaces: Vec<String>,
+    /// Ingress hook; tc egress is always attached too.
+    #[arg(long, value_enum, default_value = "xdp")]
+    pub hook: IngressHook,
+    /// One JSON object per line: events, then the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+    /// How long a reported MTU stays valid (Linux: net.ipv4.route.mtu_expires).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_EXPIRES_SECS)]
+    pub expires: u64,
+    /// Destinations kept in the table; the least recently updated go first.
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(DEFAULT_MAX_DESTINATIONS).expect("non-zero"))]
+    pub max_destinations: NonZeroUsize,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The pmtu binary to run inside the lab (default: this one).
+    #[arg(long, hide = true)]
+    pub pmtu: Option<PathBuf>,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!("{s} is not a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl From<TraceArgs> for TraceOptions {
+    fn from(a: TraceArgs) -> Self {
+        TraceOptions {
+            ifaces: a.interfaces,
+            hook: a.hook,
+            json: a.json,
+            duration: a.duration,
+            expires_secs: a.expires,
+            max_destinations: a.max_destinations,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn trace_arguments() {
+        let cli = Cli::try_parse_from([
+            "pmtu", "trace", "-i", "eth0", "-i", "eth1", "--hook", "tc", "--json", "--duration", "2.5",
+        ])
+        .unwrap();
+        let Command::Trace(t) = cli.command else { panic!("not trace") };
+        assert_eq!(t.interfaces, ["eth0", "eth1"]);
+        assert_eq!(t.hook, IngressHook::Tc);
+        assert_eq!(t.duration, Some(Duration::from_millis(2500)));
+        assert_eq!(t.expires, 600);
+        assert_eq!(t.max_destinations.get(), 65_536);
+    }
+
+    #[test]
+    fn bad_arguments_are_errors_not_panics() {
+        for args in [
+            &["pmtu", "trace"][..],
+            &["pmtu", "trace", "-i", "eth0", "--duration", "-1"],
+            &["pmtu", "trace", "-i", "eth0", "--duration", "soon"],
+            &["pmtu", "trace", "-i", "eth0", "--hook", "kprobe"],
+            &["pmtu", "trace", "-i", "eth0", "--max-destinations", "0"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Ring-buffer records to typed events.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use pmtu_common::event::{
+    FLAG_MTU_ESTIMATED, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent,
+};
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("ring record is {got} bytes, expected {expected}")]
+    Size { got: usize, expected: usize },
+    #[error("unknown address family {0}")]
+    Family(u8),
+    #[error("unknown hook {0}")]
+    Hook(u8),
+}
+
+/// Where an event was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    Xdp,
+    TcIngress,
+    TcEgress,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Xdp => "xdp",
+            Hook::TcIngress => "tc-ingress",
+            Hook::TcEgress => "tc-egress",
+        }
+    }
+}
+
+/// One Packet-Too-Big, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ptb {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub hook: Hook,
+    pub family: u8,
+    pub reporter: IpAddr,
+    pub to: IpAddr,
+    pub mtu: u32,
+    pub mtu_estimated: bool,
+    pub orig_src: IpAddr,
+    pub orig_dst: IpAddr,
+    pub proto: u8,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub quoted_len: u32,
+}
+
+fn addr(family: u8, raw: [u8; 16]) -> IpAddr {
+    if family == 4 {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(raw))
+    }
+}
+
+/// Decodes one ring-buffer record. The record is copied out with bytemuck
+/// (ring records are only 8-byte aligned by the kernel's own layout, and a
+/// copy keeps this independent of that).
+pub fn decode(record: &[u8]) -> Result<Ptb, DecodeError> {
+    let raw: PtbEvent = bytemuck::try_pod_read_unaligned(record).map_err(|_| DecodeError::Size {
+        got: record.len(),
+        expected: size_of::<PtbEvent>(),
+    })?;
+    decode_event(&raw)
+}
+
+pub fn decode_event(raw: &PtbEvent) -> Result<Ptb, DecodeError> {
+    if raw.family != 4 && raw.family != 6 {
+        return Err(DecodeError::Family(raw.family));
+    }
+    let hook = match raw.hook {
+        HOOK_XDP => Hook::Xdp,
+        HOOK_TC_INGRESS => Hook::TcIngress,
+        HOOK_TC_EGRESS => Hook::TcEgress,
+        other => return Err(DecodeError::Hook(other)),
+    };
+    Ok(Ptb {
+        ts_ns: raw.ts_ns,
+        ifindex: raw.ifindex,
+        hook,
+        family: raw.family,
+        reporter: addr(raw.family, raw.reporter),
+        to: addr(raw.family, raw.to),
+        mtu: raw.mtu,
+        mtu_estimated: raw.flags & FLAG_MTU_ESTIMATED != 0,
+        orig_src: addr(raw.family, raw.orig_src),
+        orig_dst: addr(raw.family, raw.orig_dst),
+        proto: raw.proto,
+        sport: raw.sport(),
+        dport: raw.dport(),
+        quoted_len: raw.quoted_len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pmtu_common::event::FLAG_L4_PRESENT;
+
+    fn raw_v4() -> PtbEvent {
+        let mut ev = PtbEvent::zeroed();
+        ev.family = 4;
+        ev.hook = HOOK_TC_EGRESS;
+        ev.mtu = 1370;
+        ev.reporter[..4].copy_from_slice(&[192, 168, 5, 2]);
+        ev.orig_dst[..4].copy_from_slice(&[192, 168, 7, 2]);
+        ev.proto = 17;
+        ev.flags = FLAG_L4_PRESENT;
+        ev.l4_head = [0x30, 0x39, 0x00, 0x35];
+        ev
+    }
+
+    #[test]
+    fn decodes_a_record_from_its_bytes() {
+        let raw = raw_v4();
+        let ptb = decode(bytemuck::bytes_of(&raw)).unwrap();
+        assert_eq!(ptb.reporter, "192.168.5.2".parse::<IpAddr>().unwrap());
+        assert_eq!(ptb.orig_dst, "192.168.7.2".parse::<IpAddr>().unwrap());
+        assert_eq!(ptb.hook, Hook::TcEgress);
+        assert_eq!((ptb.sport, ptb.dport), (Some(12345), Some(53)));
+        assert!(!ptb.mtu_estimated);
+    }
+
+    #[test]
+    fn icmp_quotes_have_no_ports() {
+        let mut raw = raw_v4();
+        raw.proto = 1;
+        let ptb = decode_event(&raw).unwrap();
+        assert_eq!((ptb.sport, ptb.dport), (None, None));
+    }
+
+    #[test]
+    fn rejects_short_records_and_bad_fields() {
+        let raw = raw_v4();
+        let bytes = bytemuck::bytes_of(&raw);
+        assert_eq!(
+            decode(&bytes[..95]),
+            Err(DecodeError::Size { got: 95, expected: 96 })
+        );
+        let mut bad = raw;
+        bad.family = 5;
+        assert_eq!(decode_event(&bad), Err(DecodeError::Family(5)));
+        let mut bad = raw;
+        bad.hook = 9;
+        assert_eq!(decode_event(&bad), Err(DecodeError::Hook(9)));
+    }
+}

@@ -1,0 +1,227 @@
+//! Throw-away network labs in namespaces, for `pmtu demo` and the tests.
+//!
+//! Every namespace gets a name unique to this process and run
+//! (`pmtu-<pid>-<n>-<role>`), so labs can run in parallel, and is deleted when
+//! its [`Netns`] is dropped, on every exit path. Nothing here touches the root
+//! namespace: veth pairs are created inside the namespaces themselves.
+
+use std::{
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Context as _, bail};
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace that is deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+fn check(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?} (is iproute2 installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+impl Netns {
+    pub fn create(name: String) -> anyhow::Result<Self> {
+        check(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip netns exec NAME program`, for the caller to add arguments and run.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Runs a program in the namespace; fails on a non-zero exit.
+    pub fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        let out = check(self.command(program).args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `ip -n NAME ARGS`.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = check(Command::new("ip").args(["-n", &self.name]).args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        self.run("sysctl", &["-qw", &format!("{key}={value}")]).map(drop)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace destroys its veths (and any XDP/tc programs
+        // on them) with it.
+        let res = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !matches!(res, Ok(s) if s.success()) {
+            eprintln!("pmtu lab: could not delete namespace {}; remove it with `ip netns del {}`", self.name, self.name);
+        }
+    }
+}
+
+/// A unique prefix for this lab's namespaces.
+pub fn unique_prefix() -> String {
+    format!("pmtu-{}-{}", std::process::id(), NEXT_LAB.fetch_add(1, Ordering::Relaxed))
+}
+
+/// One end of a link: namespace, interface name, addresses with prefix length.
+pub struct End<'a> {
+    pub ns: &'a Netns,
+    pub ifname: &'a str,
+    pub v4: &'a str,
+    pub v6: &'a str,
+}
+
+/// A veth pair between two namespaces with one MTU on both ends (a link
+/// whose ends disagree is another lab: seed 001, "When PMTU Doesn't Work").
+pub fn link(a: &End, b: &End, mtu: u32) -> anyhow::Result<()> {
+    a.ns.ip(&[
+        "link", "add", a.ifname, "mtu", &mtu.to_string(), "type", "veth", "peer", "name", b.ifname,
+        "netns", b.ns.name(), "mtu", &mtu.to_string(),
+    ])?;
+    for end in [a, b] {
+        end.ns.ip(&["addr", "add", end.v4, "dev", end.ifname])?;
+        // nodad: the lab is usable at once instead of after ~2 s of DAD.
+        end.ns.ip(&["-6", "addr", "add", end.v6, "dev", end.ifname, "nodad"])?;
+        end.ns.ip(&["link", "set", end.ifname, "up"])?;
+    }
+    Ok(())
+}
+
+/// The three-hop lab of seed 001: h0 — r1 — r2 — h3, MTUs 1500, 1370, 1350.
+///
+/// ```text
+///  h0 to-r1 ──1500── to-h0 r1 to-r2 ──1370── to-r1 r2 to-h3 ──1350── to-r2 h3
+///  192.168.5.1/30   .5.2      192.168.6.1/30   .6.2     192.168.7.1/30    .7.2
+///  fd54:54:54:1::1  ::2       fd54:54:54:2::1  ::2      fd54:54:54:3::1   ::2
+/// ```
+pub struct SeedLab {
+    pub h0: Netns,
+    pub r1: Netns,
+    pub r2: Netns,
+    pub h3: Netns,
+}
+
+impl SeedLab {
+    pub const TARGET_V4: &'static str = "192.168.7.2";
+    pub const TARGET_V6: &'static str = "fd54:54:54:3::2";
+    /// h0's interface toward r1, and r1's toward h0 and r2.
+    pub const H0_IF: &'static str = "to-r1";
+    pub const R1_IF_H0: &'static str = "to-h0";
+    pub const R1_IF_R2: &'static str = "to-r2";
+
+    pub fn build() -> anyhow::Result<Self> {
+        let prefix = unique_prefix();
+        let ns = |role: &str| Netns::create(format!("{prefix}-{role}"));
+        let lab = Self { h0: ns("h0")?, r1: ns("r1")?, r2: ns("r2")?, h3: ns("h3")? };
+        let SeedLab { h0, r1, r2, h3 } = &lab;
+        link(
+            &End { ns: h0, ifname: "to-r1", v4: "192.168.5.1/30", v6: "fd54:54:54:1::1/64" },
+            &End { ns: r1, ifname: "to-h0", v4: "192.168.5.2/30", v6: "fd54:54:54:1::2/64" },
+            1500,
+        )?;
+        link(
+            &End { ns: r1, ifname: "to-r2", v4: "192.168.6.1/30", v6: "fd54:54:54:2::1/64" },
+            &End { ns: r2, ifname: "to-r1", v4: "192.168.6.2/30", v6: "fd54:54:54:2::2/64" },
+            1370,
+        )?;
+        link(
+            &End { ns: r2, ifname: "to-h3", v4: "192.168.7.1/30", v6: "fd54:54:54:3::1/64" },
+            &End { ns: h3, ifname: "to-r2", v4: "192.168.7.2/30", v6: "fd54:54:54:3::2/64" },
+            1350,
+        )?;
+        for r in [r1, r2] {
+            r.sysctl("net.ipv4.ip_forward", "1")?;
+            r.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        }
+        h0.ip(&["route", "add", "default", "via", "192.168.5.2"])?;
+        h0.ip(&["-6", "route", "add", "default", "via", "fd54:54:54:1::2"])?;
+        r1.ip(&["route", "add", "192.168.7.0/30", "via", "192.168.6.2"])?;
+        r1.ip(&["-6", "route", "add", "fd54:54:54:3::/64", "via", "fd54:54:54:2::2"])?;
+        r2.ip(&["route", "add", "default", "via", "192.168.6.1"])?;
+        r2.ip(&["-6", "route", "add", "default", "via", "fd54:54:54:2::1"])?;
+        h3.ip(&["route", "add", "default", "via", "192.168.7.1"])?;
+        h3.ip(&["-6", "route", "add", "default", "via", "fd54:54:54:3::1"])?;
+        Ok(lab)
+    }
+
+    /// One don't-fragment echo of exactly `size` bytes of IP packet from h0,
+    /// as `ping -M do -s` sends it. Returns ping's output (it "fails" when a
+    /// router answers Packet-Too-Big, which is the point).
+    pub fn probe(&self, target: &str, size: u32) -> anyhow::Result<String> {
+        let v6 = target.contains(':');
+        let payload = size - if v6 { 48 } else { 28 };
+        let out = self
+            .h0
+            .command("ping")
+            .args([
+                if v6 { "-6" } else { "-4" },
+                "-n",
+                "-c1",
+                "-W3",
+                "-M",
+                "do",
+                "-s",
+                &payload.to_string(),
+                target,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .context("running ping (install iputils-ping: `cargo xtask build` does)")?;
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        Ok(text)
+    }
+
+    /// The kernel's own answer in h0: `ip route get TARGET`.
+    pub fn route_get(&self, target: &str) -> anyhow::Result<String> {
+        let family = if target.contains(':') { "-6" } else { "-4" };
+        self.h0.ip(&[family, "route", "get", target])
+    }
+}
+
+/// The cached PMTU in an `ip route get` answer (`... mtu N ...`).
+pub fn cached_mtu(route_get: &str) -> Option<u32> {
+    let words: Vec<&str> = route_get.split_whitespace().collect();
+    words.windows(2).find(|w| w[0] == "mtu").and_then(|w| w[1].parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cached_mtu;
+
+    #[test]
+    fn reads_the_cached_mtu() {
+        let v4 = "192.168.7.2 via 192.168.5.2 dev to-r1 src 192.168.5.1 uid 0 \n    cache expires 381sec mtu 1350 \n";
+        assert_eq!(cached_mtu(v4), Some(1350));
+        assert_eq!(cached_mtu("192.168.7.2 via 192.168.5.2 dev to-r1 src 192.168.5.1 uid 0\n    cache\n"), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! pmtu userspace: load and attach the eBPF programs, read their events,
+//! aggregate them per destination and render them.
+//!
+//! The binary (`src/main.rs`) is a thin clap front end; everything here is a
+//! library so the integration tests drive the very same code.
+
+pub mod cli;
+pub mod clock;
+pub mod counters;
+pub mod decode;
+pub mod demo;
+pub mod lab;
+pub mod loader;
+pub mod render;
+pub mod table;
+pub mod trace;

@@ -1,0 +1,246 @@
+//! Load, attach and detach: the lifecycle of pmtu's programs.
+//!
+//! Every attachment is a bpf_link (XDP via BPF_LINK_CREATE, tc via TCX on
+//! Linux ≥ 6.6), owned by the [`Ebpf`] inside [`Observer`]. Links detach when
+//! their file descriptor closes, so the kernel cleans up even if pmtu is
+//! killed with SIGKILL; [`Observer::detach_all`] does it explicitly (with
+//! errors reported) on every orderly exit, and `Drop` covers the rest. No
+//! clsact qdisc is ever added, so none can be left behind.
+
+use std::{ffi::CString, io};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
+        xdp::XdpLinkId,
+    },
+};
+
+use crate::counters::Counters;
+
+/// The eBPF object built by build.rs, embedded so `pmtu` is a single file.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pmtu"));
+
+pub const PROG_XDP: &str = "pmtu_observe_xdp";
+pub const PROG_TC_INGRESS: &str = "pmtu_observe_tc_ingress";
+pub const PROG_TC_EGRESS: &str = "pmtu_observe_tc_egress";
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_COUNTERS: &str = "COUNTERS";
+
+/// Where ingress packets are observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IngressHook {
+    /// XDP: earliest, cheapest; driver mode, else generic mode.
+    Xdp,
+    /// tc ingress (TCX).
+    Tc,
+}
+
+enum Link {
+    Xdp(XdpLinkId),
+    Tc(&'static str, SchedClassifierLinkId),
+}
+
+struct Attachment {
+    iface: String,
+    link: Link,
+}
+
+/// The loaded observer programs and what they are attached to.
+pub struct Observer {
+    ebpf: Ebpf,
+    attached: Vec<Attachment>,
+}
+
+/// The interface index for `name`, or an error naming it.
+pub fn ifindex(name: &str) -> anyhow::Result<u32> {
+    let c = CString::new(name).map_err(|_| anyhow!("invalid interface name {name:?}"))?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        bail!("no such interface: {name} (see `ip link`)");
+    }
+    Ok(index)
+}
+
+/// The name of interface `index`, if it (still) exists.
+pub fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// True if `err` (anywhere in its chain) is a permission error from the kernel.
+fn is_permission_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .map(|e| matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)))
+            .unwrap_or(false)
+            || cause.to_string().contains("Operation not permitted")
+    })
+}
+
+/// Rewrites permission failures into the one actionable message.
+pub fn explain(err: anyhow::Error) -> anyhow::Error {
+    if is_permission_error(&err) {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        return err.context(format!(
+            "permission denied: pmtu needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); running as uid {euid}"
+        ));
+    }
+    err
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))
+}
+
+impl Observer {
+    /// Loads the programs into the kernel (verifier included). `ring_bytes`
+    /// resizes the event ring (a power-of-two multiple of the page size).
+    pub fn load(ring_bytes: Option<u32>) -> anyhow::Result<Self> {
+        let mut loader = EbpfLoader::new();
+        if let Some(bytes) = ring_bytes {
+            loader.map_max_entries(MAP_EVENTS, bytes);
+        }
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .context("loading pmtu's eBPF object")
+            .map_err(explain)?;
+        let xdp: &mut Xdp = program(&mut ebpf, PROG_XDP)?.try_into()?;
+        xdp.load()
+            .with_context(|| format!("the kernel refused program {PROG_XDP}"))
+            .map_err(explain)?;
+        for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
+            let tc: &mut SchedClassifier = program(&mut ebpf, name)?.try_into()?;
+            tc.load()
+                .with_context(|| format!("the kernel refused program {name}"))
+                .map_err(explain)?;
+        }
+        Ok(Self { ebpf, attached: Vec::new() })
+    }
+
+    /// The loaded `Ebpf`, e.g. for `TestRun` on its programs.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Attaches ingress (XDP or tc) and tc egress on `iface`. Returns one line
+    /// per hook saying exactly how it was attached.
+    pub fn attach(&mut self, iface: &str, ingress: IngressHook) -> anyhow::Result<Vec<String>> {
+        ifindex(iface)?;
+        let mut said = Vec::new();
+        match ingress {
+            IngressHook::Xdp => match self.attach_xdp(iface) {
+                Ok(line) => said.push(line),
+                Err(err) => {
+                    said.push(format!(
+                        "{iface}: XDP unavailable ({err:#}); observing ingress with tc instead"
+                    ));
+                    self.attach_tc(iface, PROG_TC_INGRESS, TcAttachType::Ingress)?;
+                    said.push(format!("{iface}: tc ingress (TCX)"));
+                }
+            },
+            IngressHook::Tc => {
+                self.attach_tc(iface, PROG_TC_INGRESS, TcAttachType::Ingress)?;
+                said.push(format!("{iface}: tc ingress (TCX)"));
+            }
+        }
+        self.attach_tc(iface, PROG_TC_EGRESS, TcAttachType::Egress)?;
+        said.push(format!("{iface}: tc egress (TCX)"));
+        Ok(said)
+    }
+
+    fn attach_xdp(&mut self, iface: &str) -> anyhow::Result<String> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_XDP)
+            .context("XDP program missing")?
+            .try_into()?;
+        let (id, line) = match prog.attach(iface, XdpMode::Driver) {
+            Ok(id) => (id, format!("{iface}: XDP ingress, driver mode")),
+            Err(driver_err) => {
+                let id = prog.attach(iface, XdpMode::Skb).map_err(|skb_err| {
+                    explain(anyhow!(skb_err).context(format!(
+                        "driver mode failed too ({driver_err}); is another XDP program attached? `ip link show {iface}`"
+                    )))
+                })?;
+                (
+                    id,
+                    format!("{iface}: XDP ingress, generic mode (driver mode refused: {driver_err})"),
+                )
+            }
+        };
+        self.attached.push(Attachment { iface: iface.to_string(), link: Link::Xdp(id) });
+        Ok(line)
+    }
+
+    fn attach_tc(
+        &mut self,
+        iface: &str,
+        name: &'static str,
+        kind: TcAttachType,
+    ) -> anyhow::Result<()> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing"))?
+            .try_into()?;
+        let id = prog
+            .attach(iface, kind)
+            .map_err(|e: ProgramError| explain(anyhow!(e)))
+            .with_context(|| format!("attaching {name} to {iface}"))?;
+        self.attached.push(Attachment { iface: iface.to_string(), link: Link::Tc(name, id) });
+        Ok(())
+    }
+
+    /// Detaches everything, newest first; reports the first failure after
+    /// trying them all.
+    pub fn detach_all(&mut self) -> anyhow::Result<()> {
+        let mut first_err = None;
+        while let Some(Attachment { iface, link }) = self.attached.pop() {
+            let res = match link {
+                Link::Xdp(id) => self
+                    .ebpf
+                    .program_mut(PROG_XDP)
+                    .and_then(|p| <&mut Xdp>::try_from(p).ok())
+                    .map(|p| p.detach(id)),
+                Link::Tc(name, id) => self
+                    .ebpf
+                    .program_mut(name)
+                    .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+                    .map(|p| p.detach(id)),
+            };
+            if let Some(Err(e)) = res
+                && first_err.is_none()
+            {
+                first_err = Some(anyhow!(e).context(format!("detaching from {iface}")));
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Takes the event ring out of the object (once).
+    pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map(MAP_EVENTS).context("EVENTS map missing or already taken")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    pub fn counters(&self) -> anyhow::Result<Counters> {
+        let map = self.ebpf.map(MAP_COUNTERS).context("COUNTERS map missing")?;
+        let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        Counters::read_generic(&array)
+    }
+}

@@ -1,0 +1,165 @@
+//! `pmtu trace`: attach the observer, print events live, print the table on exit.
+
+use std::{
+    collections::HashMap,
+    io::{self, Write as _},
+    num::NonZeroUsize,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    clock::{WallClock, monotonic_ns},
+    decode::decode,
+    loader::{IngressHook, Observer, ifname},
+    render::{self, Totals},
+    table::Table,
+};
+
+pub struct TraceOptions {
+    pub ifaces: Vec<String>,
+    pub hook: IngressHook,
+    pub json: bool,
+    pub duration: Option<Duration>,
+    pub expires_secs: u64,
+    pub max_destinations: NonZeroUsize,
+}
+
+/// Drains the ring into the table and prints each event.
+struct Consumer {
+    table: Table,
+    clock: WallClock,
+    json: bool,
+    ifnames: HashMap<u32, String>,
+    delivered: u64,
+    decode_errors: u64,
+}
+
+impl Consumer {
+    fn ifname(&mut self, index: u32) -> &str {
+        self.ifnames
+            .entry(index)
+            .or_insert_with(|| ifname(index).unwrap_or_else(|| format!("if{index}")))
+    }
+
+    /// Reads every record available now. Stops early only if stdout is gone.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> io::Result<()> {
+        let stdout = io::stdout();
+        let mut out = stdout.lock();
+        while let Some(record) = ring.next() {
+            let ptb = match decode(&record) {
+                Ok(ptb) => ptb,
+                Err(err) => {
+                    self.decode_errors += 1;
+                    eprintln!("pmtu: skipping a ring record: {err}");
+                    continue;
+                }
+            };
+            drop(record);
+            self.delivered += 1;
+            let (json, clock) = (self.json, self.clock);
+            let name = self.ifname(ptb.ifindex).to_string();
+            let line = if json {
+                render::event_json(&ptb, &name, &clock)
+            } else {
+                render::event_text(&ptb, &name, &clock)
+            };
+            writeln!(out, "{line}")?;
+            self.table.record(&ptb);
+        }
+        out.flush()
+    }
+}
+
+pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
+    // Signal handlers first, so a SIGTERM during attach still ends in an
+    // orderly detach rather than the default action.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    for iface in &opts.ifaces {
+        crate::loader::ifindex(iface)?;
+    }
+    let mut observer = Observer::load(None)?;
+    for iface in &opts.ifaces {
+        for line in observer.attach(iface, opts.hook)? {
+            eprintln!("pmtu: {line}");
+        }
+    }
+    eprintln!(
+        "pmtu: attached to {} interface(s); {}",
+        opts.ifaces.len(),
+        match opts.duration {
+            Some(d) => format!("stopping after {}s, or on Ctrl-C/SIGTERM", d.as_secs_f64()),
+            None => "Ctrl-C or SIGTERM stops and prints the table".to_string(),
+        }
+    );
+
+    let ring = observer.take_events()?;
+    // SAFETY: the RingBuf owns its map fd and keeps it open and unchanged for
+    // as long as the AsyncFd holds it.
+    let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the event ring")?;
+    let mut consumer = Consumer {
+        table: Table::new(opts.max_destinations, opts.expires_secs),
+        clock: WallClock::now(),
+        json: opts.json,
+        ifnames: HashMap::new(),
+        delivered: 0,
+        decode_errors: 0,
+    };
+    let deadline = async {
+        match opts.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+
+    let mut stdout_gone = false;
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the event ring")?;
+                if consumer.drain(guard.get_inner_mut()).is_err() {
+                    stdout_gone = true;
+                    break;
+                }
+                guard.clear_ready();
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            () = &mut deadline => break,
+        }
+    }
+
+    observer.detach_all()?;
+    eprintln!("pmtu: detached");
+    if stdout_gone {
+        return Ok(());
+    }
+    // Whatever the programs submitted before they were detached.
+    let _ = consumer.drain(ring.get_mut());
+
+    let totals = Totals {
+        kernel: observer.counters()?,
+        events_delivered: consumer.delivered,
+        decode_errors: consumer.decode_errors,
+        destinations_evicted: consumer.table.evicted(),
+    };
+    let rows = consumer.table.rows(monotonic_ns());
+    let text = if opts.json {
+        format!("{}\n", render::table_json(&rows, &totals, &consumer.clock))
+    } else {
+        format!("\n{}", render::table_text(&rows, &totals))
+    };
+    let mut out = io::stdout().lock();
+    // A closed stdout at the very end is not worth an error exit.
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    Ok(())
+}
