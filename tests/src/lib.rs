@@ -1,1 +1,44 @@
+//! Shared helpers for pmtu's integration tests: the frame corpus, the
+//! root-or-skip rule, and locating the `pmtu` binary.
 
+pub mod cases;
+pub mod frames;
+
+use std::path::PathBuf;
+
+/// True when the test may use the kernel. Root-only tests call this first: as
+/// non-root they skip with a visible message, except under `CI=true`, where a
+/// skipped kernel test would hide a failure, so they fail.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{test}: needs root (BPF, namespaces) and CI=true forbids skipping");
+    }
+    eprintln!("SKIPPED {test}: needs root; run `sudo cargo xtask test`");
+    false
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// The `pmtu` binary under test: `$PMTU_BIN` (set by `cargo xtask test`),
+/// else the one built next to this test in the same profile.
+pub fn pmtu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PMTU_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/pmtu
+    let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("pmtu")).expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo xtask test`, or `cargo build -p pmtu-user` first",
+        bin.display()
+    );
+    bin
+}
