@@ -13,18 +13,20 @@ use aya_ebpf::{
 };
 use pmtu_common::parse::Packet;
 
-/// No header pmtu reads lies beyond this offset; anything larger is a bug in
-/// the caller's arithmetic, refused rather than truncated into a u32.
-const MAX_OFFSET: usize = 0xffff;
+// Offsets go to the helpers as u32 unchecked: the parser's largest offset
+// (Ethernet, two tags, two IPv6 headers with six maximal extension headers
+// each) is under 25,000, and the helpers check offset + len against the
+// packet themselves. A range check here would be worse than redundant: the
+// verifier can prove its outcome, so it marks the offset precise, and then no
+// two paths through the extension-header walk ever look alike to its state
+// pruning (measured on 6.18: 224k instructions verified per program and 1 s
+// to load, against 6.8k and 90 ms without it).
 
 pub struct XdpPacket<'a>(pub &'a XdpContext);
 
 impl Packet for XdpPacket<'_> {
     #[inline(always)]
     fn read_into<const N: usize>(&self, offset: usize, dst: &mut [u8; N]) -> bool {
-        if offset > MAX_OFFSET {
-            return false;
-        }
         // SAFETY: the helper writes at most N bytes into `dst` and reports
         // failure if the frame is shorter.
         let ret = unsafe {
@@ -44,9 +46,6 @@ pub struct SkbPacket<'a>(pub &'a TcContext);
 impl Packet for SkbPacket<'_> {
     #[inline(always)]
     fn read_into<const N: usize>(&self, offset: usize, dst: &mut [u8; N]) -> bool {
-        if offset > MAX_OFFSET {
-            return false;
-        }
         // SAFETY: as above, bpf_skb_load_bytes also reads non-linear data.
         let ret = unsafe {
             bpf_skb_load_bytes(

@@ -230,3 +230,20 @@ fn a_full_ring_is_counted_not_lost_silently() {
     // 4096 bytes minus headers hold 36 records of 96 + 8 bytes.
     assert!(lost > 0 && submitted > 0 && submitted < 40, "submitted {submitted} lost {lost}");
 }
+
+/// The verifier's work per program stays far from its 1M-instruction limit
+/// and from the state explosion a precise packet offset once caused (224k);
+/// this is a count, not a time, so it is stable across machines.
+#[test]
+fn verifier_work_stays_small() {
+    if !require_root("verifier_work_stays_small") {
+        return;
+    }
+    let mut h = Harness::new();
+    for prog in Prog::ALL {
+        let info = h.observer.ebpf_mut().program(prog.name()).unwrap().info().unwrap();
+        let verified = info.verified_instruction_count().expect("kernel reports verified_insns");
+        eprintln!("{}: {verified} instructions verified", prog.name());
+        assert!(verified < 50_000, "{}: {verified} instructions verified", prog.name());
+    }
+}
