@@ -3,6 +3,8 @@
 
 pub mod cases;
 pub mod frames;
+pub mod procs;
+pub mod residue;
 
 use std::path::PathBuf;
 
@@ -11,7 +13,7 @@ use std::path::PathBuf;
 /// skipped kernel test would hide a failure, so they fail.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc_geteuid() } == 0 {
+    if unsafe { libc::geteuid() } == 0 {
         return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
@@ -19,11 +21,6 @@ pub fn require_root(test: &str) -> bool {
     }
     eprintln!("SKIPPED {test}: needs root; run `sudo cargo xtask test`");
     false
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
 
 /// The `pmtu` binary under test: `$PMTU_BIN` (set by `cargo xtask test`),
