@@ -10,6 +10,9 @@ fn main() -> anyhow::Result<()> {
         root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../pmtu-ebpf"),
         ..Default::default()
     };
+    // aya-build relays every line the nested cargo prints as a cargo warning;
+    // keep it to real diagnostics. SAFETY: the build script is single-threaded.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf([ebpf], Toolchain::default())
         .map_err(|e| anyhow!("{e:#}"))
         .context(

@@ -12,6 +12,7 @@ use std::{ffi::CString, io};
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
+    util::KernelVersion,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
@@ -102,6 +103,17 @@ pub fn explain(err: anyhow::Error) -> anyhow::Error {
     err
 }
 
+/// TCX (tc attachment through bpf_link, no qdisc) arrived in Linux 6.6; on
+/// older kernels pmtu would have to add a clsact qdisc it might then leave
+/// behind, so it refuses instead.
+fn require_kernel() -> anyhow::Result<()> {
+    let version = KernelVersion::current().context("reading the kernel version")?;
+    if version < KernelVersion::new(6, 6, 0) {
+        bail!("pmtu needs Linux 6.6 or newer (tc attachment through TCX); this kernel is {version}");
+    }
+    Ok(())
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name)
         .with_context(|| format!("program {name} missing from the eBPF object"))
@@ -111,6 +123,7 @@ impl Observer {
     /// Loads the programs into the kernel (verifier included). `ring_bytes`
     /// resizes the event ring (a power-of-two multiple of the page size).
     pub fn load(ring_bytes: Option<u32>) -> anyhow::Result<Self> {
+        require_kernel()?;
         let mut loader = EbpfLoader::new();
         if let Some(bytes) = ring_bytes {
             loader.map_max_entries(MAP_EVENTS, bytes);

@@ -6,7 +6,7 @@ pub mod frames;
 pub mod procs;
 pub mod residue;
 
-use std::path::PathBuf;
+use std::{io::Write as _, path::PathBuf};
 
 /// True when the test may use the kernel. Root-only tests call this first: as
 /// non-root they skip with a visible message, except under `CI=true`, where a
@@ -19,7 +19,8 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("{test}: needs root (BPF, namespaces) and CI=true forbids skipping");
     }
-    eprintln!("SKIPPED {test}: needs root; run `sudo cargo xtask test`");
+    // Straight to the stderr handle: libtest captures eprintln! of passing tests.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs root; run `sudo cargo xtask test`");
     false
 }
 
@@ -27,7 +28,8 @@ pub fn require_root(test: &str) -> bool {
 /// else the one built next to this test in the same profile.
 pub fn pmtu_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("PMTU_BIN") {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        return std::fs::canonicalize(&p).unwrap_or_else(|e| panic!("PMTU_BIN={}: {e}", p.display()));
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/pmtu

@@ -62,9 +62,13 @@ impl Proc {
                         return;
                     }
                 }
-                Err(_) => panic!(
-                    "{}: no {needle:?} on stderr within {timeout:?}; stderr so far:\n{}",
+                Err(e) => panic!(
+                    "{}: no {needle:?} on stderr ({}); stderr so far:\n{}",
                     self.what,
+                    match e {
+                        mpsc::RecvTimeoutError::Timeout => format!("waited {timeout:?}"),
+                        mpsc::RecvTimeoutError::Disconnected => "it closed stderr".to_string(),
+                    },
                     self.stderr_seen.join("\n")
                 ),
             }

@@ -321,3 +321,36 @@ fn demo_runs_and_agrees_with_the_kernel_then_cleans_up() {
         assert!(!listed.contains(ns.trim()), "{ns} left behind");
     }
 }
+
+/// A second tracer on the same interface finds XDP taken, says so, observes
+/// ingress through tc instead, and both see every PTB: the observer's tc
+/// programs hand packets on (TCX_NEXT) instead of ending the chain.
+#[test]
+fn two_tracers_share_an_interface() {
+    if !require_root("two_tracers_share_an_interface") {
+        return;
+    }
+    let lab = SeedLab::build().unwrap();
+    let first = start_trace(&lab.h0, &["-i", SeedLab::H0_IF, "--json"]);
+    let mut second = Proc::spawn(
+        pmtu_in(&lab.h0, &pmtu_tests::pmtu_bin(), &["trace", "-i", SeedLab::H0_IF, "--json"]),
+        "second pmtu trace",
+    );
+    second.wait_for_stderr("attached to", Duration::from_secs(30));
+    probe(&lab, V4);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = second.stop(libc::SIGTERM, EXIT);
+    let first = first.stop(libc::SIGTERM, EXIT);
+    let err = second.stderr.join("\n");
+    assert!(err.contains("XDP unavailable") && err.contains("observing ingress with tc instead"), "{err}");
+    let (e1, t1) = parse_json(&first);
+    let (e2, t2) = parse_json(&second);
+    let hooks = |events: &[Value]| events.iter().map(|e| e["hook"].as_str().unwrap().to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(hooks(&e1), BTreeSet::from(["xdp".to_string()]));
+    assert_eq!(hooks(&e2), BTreeSet::from(["tc-ingress".to_string()]));
+    assert_eq!(e1.len(), 2);
+    assert_eq!(e2.len(), 2);
+    assert_eq!(row(&t1, V4)["pmtu"], 1350);
+    assert_eq!(row(&t2, V4)["pmtu"], 1350);
+    assert_clean(&lab.h0, SeedLab::H0_IF);
+}

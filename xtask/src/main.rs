@@ -1,1 +1,91 @@
-fn main(){}
+//! `cargo xtask build | test | run`: everything a new user or CI needs,
+//! including installing the eBPF toolchain and the lab tools when missing.
+
+mod setup;
+mod tally;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, test and run pmtu")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing, then build target/release/pmtu.
+    Build,
+    /// Build, then run every test: host, in-kernel (TestRun) and namespace labs.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run `pmtu ARGS`; with no ARGS, `pmtu demo`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Builds the release binary (its build script builds the eBPF programs).
+fn build() -> anyhow::Result<PathBuf> {
+    setup::toolchain()?;
+    let root = workspace_root();
+    run(cargo().current_dir(&root).args(["build", "--release", "--locked", "-p", "pmtu-user"]))?;
+    let bin = root.join("target/release/pmtu");
+    if !bin.exists() {
+        bail!("{} was not produced", bin.display());
+    }
+    Ok(bin)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Build => {
+            setup::packages(setup::RUN_PACKAGES)?;
+            let bin = build()?;
+            println!("built {}", bin.display());
+        }
+        Cmd::Test { args } => {
+            setup::packages(setup::TEST_PACKAGES)?;
+            let bin = build()?;
+            let mut cmd = cargo();
+            cmd.current_dir(workspace_root())
+                .args(["test", "--release", "--locked", "--lib", "--bins", "--tests"])
+                .args(&args)
+                .env("PMTU_BIN", &bin);
+            tally::run(cmd)?;
+        }
+        Cmd::Run { args } => {
+            setup::packages(setup::RUN_PACKAGES)?;
+            let bin = build()?;
+            let args = if args.is_empty() { vec!["demo".to_string()] } else { args };
+            let status = Command::new(&bin).args(&args).status().with_context(|| format!("starting {}", bin.display()))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Installing what a fresh machine lacks: the eBPF toolchain (nightly
+//! rust-src, bpf-linker 0.10.3) and the Debian tools the demo and tests use.
+//! Anything that cannot be installed is one line naming it and the fix.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, bail};
+
+/// bpf-linker 0.10.3 links with rustc's own LLVM (22 here); 0.11+ wants a
+/// system LLVM 23, which this distribution does not have.
+const BPF_LINKER_VERSION: &str = "0.10.3";
+
+/// (command, Debian package) pairs.
+pub const RUN_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("ping", "iputils-ping")];
+pub const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("tc", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("tcpdump", "tcpdump"),
+    ("setpriv", "util-linux"),
+];
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run_or(cmd: &mut Command, fix: &str) -> anyhow::Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}; {fix}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status}); {fix}");
+    }
+    Ok(())
+}
+
+pub fn toolchain() -> anyhow::Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup not found; pmtu's eBPF build needs rustup with a nightly toolchain")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        run_or(
+            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
+            "install it with `rustup toolchain install nightly`",
+        )?;
+    }
+    let components = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+        .unwrap_or_default();
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        run_or(
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+            "install it with `rustup component add rust-src --toolchain nightly`",
+        )?;
+    }
+    let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if !linker.contains(BPF_LINKER_VERSION) {
+        run_or(
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--force",
+            ]),
+            &format!("install it with `cargo install bpf-linker --version {BPF_LINKER_VERSION} --locked`"),
+        )?;
+    }
+    Ok(())
+}
+
+fn have(command: &str) -> bool {
+    if command == "ping" {
+        // Busybox and inetutils pings lack `-M do`; the lab needs iputils.
+        return output(Command::new("ping").arg("-V")).is_some_and(|v| v.contains("iputils"));
+    }
+    output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_some()
+}
+
+pub fn packages(wanted: &[(&str, &str)]) -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = wanted.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let fix = format!("apt-get update && apt-get install -y {}", missing.join(" "));
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("missing {}; as root run: {fix}", missing.join(", "));
+    }
+    run_or(Command::new("apt-get").args(["update", "-q"]), &format!("then: {fix}"))?;
+    run_or(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("run: {fix}"),
+    )
+}
