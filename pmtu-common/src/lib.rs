@@ -11,12 +11,15 @@ pub mod counters;
 pub mod event;
 pub mod parse;
 pub mod plateau;
+pub mod policy;
+pub mod tcpopt;
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: both types are #[repr(C)], made only of integers and byte arrays,
+    // SAFETY: these types are #[repr(C)], made only of integers and byte arrays,
     // and have no implicit padding (sizes are asserted in their modules).
     unsafe impl aya::Pod for crate::event::PtbEvent {}
     unsafe impl bytemuck::Zeroable for crate::event::PtbEvent {}
     unsafe impl bytemuck::Pod for crate::event::PtbEvent {}
+    unsafe impl aya::Pod for crate::policy::ClampPolicy {}
 }

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod clamp;
 mod maps;
 mod observe;
 mod packet;
@@ -39,6 +40,20 @@ pub fn pmtu_observe_tc_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn pmtu_observe_tc_egress(ctx: TcContext) -> i32 {
     observe::observe(&SkbPacket(&ctx), packet::skb_ifindex(&ctx), HOOK_TC_EGRESS);
+    TC_ACT_UNSPEC
+}
+
+/// MSS clamper at tc ingress.
+#[classifier]
+pub fn pmtu_clamp_tc_ingress(ctx: TcContext) -> i32 {
+    clamp::clamp(&ctx);
+    TC_ACT_UNSPEC
+}
+
+/// MSS clamper at tc egress.
+#[classifier]
+pub fn pmtu_clamp_tc_egress(ctx: TcContext) -> i32 {
+    clamp::clamp(&ctx);
     TC_ACT_UNSPEC
 }
 

@@ -2,9 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
-use pmtu_common::counters;
+use pmtu_common::{
+    counters,
+    policy::{self, ClampPolicy, MAX_IFACES},
+};
 
 /// PTB events. 256 KiB holds ~2,700 records; userspace may resize it before
 /// load. A full ring is counted in `counters::RING_LOST`, never silent.
@@ -21,5 +24,23 @@ pub fn count(index: u32) {
         // SAFETY: per-CPU slot, and BPF programs are not preempted on a CPU
         // while they run, so this CPU's slot has no concurrent writer.
         unsafe { *slot += 1 };
+    }
+}
+
+/// Clamp policy per interface (ifindex), written by `pmtu clamp`. An
+/// interface with no entry is left alone.
+#[map]
+pub static CLAMP_POLICY: HashMap<u32, ClampPolicy> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+/// Clamper counters, `policy::counters::COUNT` per interface slot.
+#[map]
+pub static CLAMP_COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(MAX_IFACES * policy::counters::COUNT, 0);
+
+#[inline(always)]
+pub fn count_clamp(slot: u32, counter: u32) {
+    if let Some(c) = CLAMP_COUNTERS.get_ptr_mut(slot * policy::counters::COUNT + counter) {
+        // SAFETY: per-CPU slot, see `count`.
+        unsafe { *c += 1 };
     }
 }

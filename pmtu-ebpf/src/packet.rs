@@ -39,6 +39,21 @@ impl Packet for XdpPacket<'_> {
         };
         ret == 0
     }
+
+    #[inline(always)]
+    fn read_prefix<const N: usize>(&self, offset: usize, len: usize, dst: &mut [u8; N]) -> bool {
+        if len == 0 {
+            return true;
+        }
+        if len > N {
+            return false;
+        }
+        // SAFETY: 1 <= len <= N bytes into an N-byte buffer.
+        let ret = unsafe {
+            bpf_xdp_load_bytes(self.0.ctx.cast(), offset as u32, dst.as_mut_ptr().cast::<c_void>(), len as u32)
+        };
+        ret == 0
+    }
 }
 
 pub struct SkbPacket<'a>(pub &'a TcContext);
@@ -57,10 +72,32 @@ impl Packet for SkbPacket<'_> {
         };
         ret == 0
     }
+
+    #[inline(always)]
+    fn read_prefix<const N: usize>(&self, offset: usize, len: usize, dst: &mut [u8; N]) -> bool {
+        if len == 0 {
+            return true;
+        }
+        if len > N {
+            return false;
+        }
+        // SAFETY: 1 <= len <= N bytes into an N-byte buffer.
+        let ret = unsafe {
+            bpf_skb_load_bytes(self.0.skb.skb.cast(), offset as u32, dst.as_mut_ptr().cast::<c_void>(), len as u32)
+        };
+        ret == 0
+    }
 }
 
 #[inline(always)]
 pub fn skb_ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: `skb` points at the program's __sk_buff context.
     unsafe { (*ctx.skb.skb).ifindex }
+}
+
+/// The interface the packet came in on, 0 for locally generated packets.
+#[inline(always)]
+pub fn skb_ingress_ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: as above.
+    unsafe { (*ctx.skb.skb).ingress_ifindex }
 }

@@ -5,6 +5,7 @@ use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    clamp::{ClampMode, ClampOptions},
     loader::IngressHook,
     table::{DEFAULT_EXPIRES_SECS, DEFAULT_MAX_DESTINATIONS},
     trace::TraceOptions,
@@ -22,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Show PTB messages live and, on exit, the PMTU per destination.
     Trace(TraceArgs),
+    /// Lower the MSS of SYN and SYN-ACK passing these interfaces, as
+    /// iptables' TCPMSS target does, until stopped; then print counters.
+    Clamp(ClampArgs),
     /// Build the seed lab (h0—r1—r2—h3) in throw-away namespaces, trace
     /// PMTU discovery across it, and compare with the kernel's own cache.
     Demo(DemoArgs),
@@ -47,6 +51,41 @@ pub struct TraceArgs {
     /// Destinations kept in the table; the least recently updated go first.
     #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(DEFAULT_MAX_DESTINATIONS).expect("non-zero"))]
     pub max_destinations: NonZeroUsize,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["set_mss", "to_pmtu"])))]
+pub struct ClampArgs {
+    /// Interface to clamp on, both directions (repeat for several).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
+    pub interfaces: Vec<String>,
+    /// Clamp to this MSS (never raises one).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(88..))]
+    pub set_mss: Option<u16>,
+    /// Clamp to the route MTU through this host (toward the destination and
+    /// back toward the source, the lower) less 40 for IPv4 or 60 for IPv6.
+    #[arg(long)]
+    pub to_pmtu: bool,
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+    /// Print the counters as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl From<ClampArgs> for ClampOptions {
+    fn from(a: ClampArgs) -> Self {
+        ClampOptions {
+            ifaces: a.interfaces,
+            mode: match a.set_mss {
+                Some(mss) => ClampMode::SetMss(mss),
+                None => ClampMode::ToPmtu,
+            },
+            duration: a.duration,
+            json: a.json,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +138,25 @@ mod tests {
         assert_eq!(t.duration, Some(Duration::from_millis(2500)));
         assert_eq!(t.expires, 600);
         assert_eq!(t.max_destinations.get(), 65_536);
+    }
+
+    #[test]
+    fn clamp_arguments() {
+        let cli = Cli::try_parse_from(["pmtu", "clamp", "-i", "eth0", "--set-mss", "1200"]).unwrap();
+        let Command::Clamp(c) = cli.command else { panic!("not clamp") };
+        assert_eq!(ClampOptions::from(c).mode, ClampMode::SetMss(1200));
+        let cli = Cli::try_parse_from(["pmtu", "clamp", "-i", "eth0", "--to-pmtu", "--json"]).unwrap();
+        let Command::Clamp(c) = cli.command else { panic!("not clamp") };
+        assert_eq!(ClampOptions::from(c).mode, ClampMode::ToPmtu);
+        for args in [
+            &["pmtu", "clamp", "-i", "eth0"][..],
+            &["pmtu", "clamp", "-i", "eth0", "--to-pmtu", "--set-mss", "1200"],
+            &["pmtu", "clamp", "-i", "eth0", "--set-mss", "70000"],
+            &["pmtu", "clamp", "-i", "eth0", "--set-mss", "40"],
+            &["pmtu", "clamp", "--to-pmtu"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
     }
 
     #[test]

@@ -6,8 +6,14 @@
 //! namespace: veth pairs are created inside the namespaces themselves.
 
 use std::{
+    fs::File,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
     process::{Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
+    thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -69,6 +75,53 @@ impl Netns {
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
         self.run("sysctl", &["-qw", &format!("{key}={value}")]).map(drop)
     }
+}
+
+impl Netns {
+    /// Runs `f` on a new thread that has entered this namespace: sockets it
+    /// opens live there. The thread is joined before this returns.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        in_netns(&self.name, f)
+    }
+
+    /// Like [`Netns::enter`], but returns at once with the running thread.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<JoinHandle<T>> {
+        let file = netns_file(&self.name)?;
+        Ok(std::thread::spawn(move || {
+            // A failed setns would silently use the wrong namespace: abort the
+            // thread instead (its join reports the panic).
+            setns(&file).expect("entering the lab namespace");
+            f()
+        }))
+    }
+}
+
+fn netns_file(name: &str) -> anyhow::Result<File> {
+    File::open(format!("/var/run/netns/{name}")).with_context(|| format!("opening namespace {name}"))
+}
+
+fn setns(file: &File) -> std::io::Result<()> {
+    // SAFETY: setns(2) on the calling thread with a valid namespace fd.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a thread inside network namespace `name`.
+pub fn in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    let file = netns_file(name)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            setns(&file).with_context(|| format!("entering namespace {name}"))?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in namespace {name} panicked"))?
+    })
 }
 
 impl Drop for Netns {
@@ -206,6 +259,171 @@ impl SeedLab {
         let family = if target.contains(':') { "-6" } else { "-4" };
         self.h0.ip(&[family, "route", "get", target])
     }
+}
+
+/// The black-hole lab of seeds 002/003: c0 — r1 — r2 — s3, with a 1400-byte
+/// link in the middle and both routers dropping the Frag-Needed and
+/// Packet-Too-Big messages they would send.
+///
+/// ```text
+///  c0 to-r1 ──1500── to-c0 r1 to-r2 ──1400── to-r1 r2 to-s3 ──1500── to-r2 s3
+///  10.1.1.1/24      .1.2      10.1.2.1/24      .2.2     10.1.3.1/24       .3.2
+///  fd00:1:1::1      ::2       fd00:1:2::1      ::2      fd00:1:3::1       ::2
+/// ```
+pub struct BlackHoleLab {
+    pub c0: Netns,
+    pub r1: Netns,
+    pub r2: Netns,
+    pub s3: Netns,
+}
+
+impl BlackHoleLab {
+    pub const SERVER_V4: &'static str = "10.1.3.2";
+    pub const SERVER_V6: &'static str = "fd00:1:3::2";
+    pub const CLIENT_V4: &'static str = "10.1.1.1";
+    pub const CLIENT_V6: &'static str = "fd00:1:1::1";
+    pub const R1_IF_C0: &'static str = "to-c0";
+    pub const R1_IF_R2: &'static str = "to-r2";
+    pub const C0_IF: &'static str = "to-r1";
+    pub const S3_IF: &'static str = "to-r2";
+    pub const MIDDLE_MTU: u32 = 1400;
+
+    pub fn build() -> anyhow::Result<Self> {
+        let prefix = unique_prefix();
+        let ns = |role: &str| Netns::create(format!("{prefix}-{role}"));
+        let lab = Self { c0: ns("c0")?, r1: ns("r1")?, r2: ns("r2")?, s3: ns("s3")? };
+        let BlackHoleLab { c0, r1, r2, s3 } = &lab;
+        link(
+            &End { ns: c0, ifname: "to-r1", v4: "10.1.1.1/24", v6: "fd00:1:1::1/64" },
+            &End { ns: r1, ifname: "to-c0", v4: "10.1.1.2/24", v6: "fd00:1:1::2/64" },
+            1500,
+        )?;
+        link(
+            &End { ns: r1, ifname: "to-r2", v4: "10.1.2.1/24", v6: "fd00:1:2::1/64" },
+            &End { ns: r2, ifname: "to-r1", v4: "10.1.2.2/24", v6: "fd00:1:2::2/64" },
+            Self::MIDDLE_MTU,
+        )?;
+        link(
+            &End { ns: r2, ifname: "to-s3", v4: "10.1.3.1/24", v6: "fd00:1:3::1/64" },
+            &End { ns: s3, ifname: "to-r2", v4: "10.1.3.2/24", v6: "fd00:1:3::2/64" },
+            1500,
+        )?;
+        for r in [r1, r2] {
+            r.sysctl("net.ipv4.ip_forward", "1")?;
+            r.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+            // The black hole: the routers never tell anyone a packet was too big.
+            r.run("iptables", &["-A", "OUTPUT", "-p", "icmp", "--icmp-type", "fragmentation-needed", "-j", "DROP"])?;
+            r.run("ip6tables", &["-A", "OUTPUT", "-p", "icmpv6", "--icmpv6-type", "packet-too-big", "-j", "DROP"])?;
+        }
+        c0.ip(&["route", "add", "default", "via", "10.1.1.2"])?;
+        c0.ip(&["-6", "route", "add", "default", "via", "fd00:1:1::2"])?;
+        r1.ip(&["route", "add", "10.1.3.0/24", "via", "10.1.2.2"])?;
+        r1.ip(&["-6", "route", "add", "fd00:1:3::/64", "via", "fd00:1:2::2"])?;
+        r2.ip(&["route", "add", "10.1.1.0/24", "via", "10.1.2.1"])?;
+        r2.ip(&["-6", "route", "add", "fd00:1:1::/64", "via", "fd00:1:2::1"])?;
+        s3.ip(&["route", "add", "default", "via", "10.1.3.1"])?;
+        s3.ip(&["-6", "route", "add", "default", "via", "fd00:1:3::1"])?;
+        Ok(lab)
+    }
+
+    /// Adds iptables' own clamping rule on r1 (the reference pmtu is
+    /// compared with): `-t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN
+    /// -j TCPMSS --clamp-mss-to-pmtu`, for IPv4 and IPv6.
+    pub fn iptables_clamp_on_r1(&self) -> anyhow::Result<()> {
+        for tool in ["iptables", "ip6tables"] {
+            self.r1.run(
+                tool,
+                &["-t", "mangle", "-A", "FORWARD", "-p", "tcp", "--tcp-flags", "SYN,RST", "SYN", "-j", "TCPMSS", "--clamp-mss-to-pmtu"],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn iptables_unclamp_on_r1(&self) -> anyhow::Result<()> {
+        for tool in ["iptables", "ip6tables"] {
+            self.r1.run(tool, &["-t", "mangle", "-F", "FORWARD"])?;
+        }
+        Ok(())
+    }
+
+    /// Sends `bytes` from c0 to s3 and `bytes` back over one TCP connection
+    /// to `server` (an address of s3), giving up after `timeout`.
+    pub fn transfer(&self, server: &str, port: u16, bytes: usize, timeout: Duration) -> anyhow::Result<Transfer> {
+        let addr: SocketAddr = SocketAddr::new(server.parse().context("server address")?, port);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let server_thread = self.s3.spawn(move || -> anyhow::Result<usize> {
+            let listener = TcpListener::bind(addr).context("bind in s3")?;
+            ready_tx.send(()).ok();
+            let (mut conn, _) = listener.accept().context("accept in s3")?;
+            conn.set_read_timeout(Some(timeout))?;
+            conn.set_write_timeout(Some(timeout))?;
+            let got = read_n(&mut conn, bytes);
+            if got == bytes {
+                let _ = write_n(&mut conn, bytes);
+            }
+            Ok(got)
+        })?;
+        ready_rx.recv_timeout(Duration::from_secs(5)).context("server in s3 did not start")?;
+        let started = Instant::now();
+        let client = self.c0.enter(move || -> anyhow::Result<(usize, usize)> {
+            let mut conn = TcpStream::connect_timeout(&addr, timeout).context("connect from c0")?;
+            conn.set_read_timeout(Some(timeout))?;
+            conn.set_write_timeout(Some(timeout))?;
+            let sent = write_n(&mut conn, bytes);
+            let received = if sent == bytes { read_n(&mut conn, bytes) } else { 0 };
+            Ok((sent, received))
+        })??;
+        let elapsed = started.elapsed();
+        // The server gives up on its own timeout; don't wait for it otherwise.
+        let server_got = if client.0 == bytes && client.1 == bytes {
+            server_thread.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??
+        } else {
+            0
+        };
+        Ok(Transfer { bytes, sent: client.0, server_got, received: client.1, elapsed })
+    }
+}
+
+/// Result of [`BlackHoleLab::transfer`].
+#[derive(Debug)]
+pub struct Transfer {
+    pub bytes: usize,
+    /// Bytes c0 wrote before its timeout, s3 read, and c0 read back.
+    pub sent: usize,
+    pub server_got: usize,
+    pub received: usize,
+    pub elapsed: Duration,
+}
+
+impl Transfer {
+    pub fn completed(&self) -> bool {
+        self.sent == self.bytes && self.server_got == self.bytes && self.received == self.bytes
+    }
+}
+
+fn write_n(conn: &mut TcpStream, n: usize) -> usize {
+    let chunk = [0x5a_u8; 16 * 1024];
+    let mut done = 0;
+    while done < n {
+        match conn.write(&chunk[..chunk.len().min(n - done)]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => done += k,
+        }
+    }
+    done
+}
+
+fn read_n(conn: &mut TcpStream, n: usize) -> usize {
+    let mut buf = [0u8; 16 * 1024];
+    let mut done = 0;
+    while done < n {
+        let want = buf.len().min(n - done);
+        match conn.read(&mut buf[..want]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => done += k,
+        }
+    }
+    done
 }
 
 /// The cached PMTU in an `ip route get` answer (`... mtu N ...`).

@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) is a thin clap front end; everything here is a
 //! library so the integration tests drive the very same code.
 
+pub mod clamp;
 pub mod cli;
 pub mod clock;
 pub mod counters;
@@ -12,5 +13,6 @@ pub mod demo;
 pub mod lab;
 pub mod loader;
 pub mod render;
+pub mod stop;
 pub mod table;
 pub mod trace;

@@ -13,12 +13,14 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     util::KernelVersion,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
         xdp::XdpLinkId,
     },
 };
+
+use pmtu_common::policy::{ClampPolicy, counters as clamp_counters};
 
 use crate::counters::Counters;
 
@@ -28,6 +30,19 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const PROG_XDP: &str = "pmtu_observe_xdp";
 pub const PROG_TC_INGRESS: &str = "pmtu_observe_tc_ingress";
 pub const PROG_TC_EGRESS: &str = "pmtu_observe_tc_egress";
+pub const PROG_CLAMP_INGRESS: &str = "pmtu_clamp_tc_ingress";
+pub const PROG_CLAMP_EGRESS: &str = "pmtu_clamp_tc_egress";
+pub const MAP_CLAMP_POLICY: &str = "CLAMP_POLICY";
+pub const MAP_CLAMP_COUNTERS: &str = "CLAMP_COUNTERS";
+
+/// Which programs a command loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// PTB observer: XDP and tc ingress, tc egress (`pmtu trace`).
+    Observer,
+    /// MSS clamper: tc ingress and egress (`pmtu clamp`).
+    Clamper,
+}
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 
@@ -50,8 +65,8 @@ struct Attachment {
     link: Link,
 }
 
-/// The loaded observer programs and what they are attached to.
-pub struct Observer {
+/// Loaded programs, their maps, and what they are attached to.
+pub struct Programs {
     ebpf: Ebpf,
     attached: Vec<Attachment>,
 }
@@ -119,10 +134,11 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::pr
         .with_context(|| format!("program {name} missing from the eBPF object"))
 }
 
-impl Observer {
-    /// Loads the programs into the kernel (verifier included). `ring_bytes`
-    /// resizes the event ring (a power-of-two multiple of the page size).
-    pub fn load(ring_bytes: Option<u32>) -> anyhow::Result<Self> {
+impl Programs {
+    /// Loads the programs of `role` into the kernel (verifier included).
+    /// `ring_bytes` resizes the event ring (a power-of-two multiple of the
+    /// page size).
+    pub fn load(role: Role, ring_bytes: Option<u32>) -> anyhow::Result<Self> {
         require_kernel()?;
         let mut loader = EbpfLoader::new();
         if let Some(bytes) = ring_bytes {
@@ -132,11 +148,17 @@ impl Observer {
             .load(EBPF_OBJECT)
             .context("loading pmtu's eBPF object")
             .map_err(explain)?;
-        let xdp: &mut Xdp = program(&mut ebpf, PROG_XDP)?.try_into()?;
-        xdp.load()
-            .with_context(|| format!("the kernel refused program {PROG_XDP}"))
-            .map_err(explain)?;
-        for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
+        let tc_programs: &[&str] = match role {
+            Role::Observer => {
+                let xdp: &mut Xdp = program(&mut ebpf, PROG_XDP)?.try_into()?;
+                xdp.load()
+                    .with_context(|| format!("the kernel refused program {PROG_XDP}"))
+                    .map_err(explain)?;
+                &[PROG_TC_INGRESS, PROG_TC_EGRESS]
+            }
+            Role::Clamper => &[PROG_CLAMP_INGRESS, PROG_CLAMP_EGRESS],
+        };
+        for &name in tc_programs {
             let tc: &mut SchedClassifier = program(&mut ebpf, name)?.try_into()?;
             tc.load()
                 .with_context(|| format!("the kernel refused program {name}"))
@@ -174,6 +196,36 @@ impl Observer {
         self.attach_tc(iface, PROG_TC_EGRESS, TcAttachType::Egress)?;
         said.push(format!("{iface}: tc egress (TCX)"));
         Ok(said)
+    }
+
+    /// Sets `policy` for `iface` and attaches the clamper to both of its
+    /// directions.
+    pub fn attach_clamper(&mut self, iface: &str, policy: ClampPolicy) -> anyhow::Result<()> {
+        let index = ifindex(iface)?;
+        let map = self.ebpf.map_mut(MAP_CLAMP_POLICY).context("CLAMP_POLICY map missing")?;
+        let mut policies: HashMap<&mut MapData, u32, ClampPolicy> = HashMap::try_from(map)?;
+        policies
+            .insert(index, policy, 0)
+            .with_context(|| format!("writing the clamp policy for {iface}"))?;
+        self.attach_tc(iface, PROG_CLAMP_INGRESS, TcAttachType::Ingress)?;
+        self.attach_tc(iface, PROG_CLAMP_EGRESS, TcAttachType::Egress)?;
+        Ok(())
+    }
+
+    /// The clamper's counters for one interface slot.
+    pub fn clamp_counters(&self, slot: u32) -> anyhow::Result<[u64; clamp_counters::COUNT as usize]> {
+        let map = self.ebpf.map(MAP_CLAMP_COUNTERS).context("CLAMP_COUNTERS map missing")?;
+        let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        let mut out = [0u64; clamp_counters::COUNT as usize];
+        for (i, total) in out.iter_mut().enumerate() {
+            let index = slot * clamp_counters::COUNT + i as u32;
+            *total = array
+                .get(&index, 0)
+                .with_context(|| format!("reading clamp counter {}", clamp_counters::NAMES[i]))?
+                .iter()
+                .sum();
+        }
+        Ok(out)
     }
 
     fn attach_xdp(&mut self, iface: &str) -> anyhow::Result<String> {

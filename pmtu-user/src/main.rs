@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use pmtu_user::{
     cli::{Cli, Command},
-    demo, trace,
+    clamp, demo, trace,
 };
 
 fn main() -> ExitCode {
@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Trace(args) => trace::run(args.into()).await,
+            Command::Clamp(args) => clamp::run(args.into()).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });

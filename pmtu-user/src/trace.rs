@@ -9,16 +9,14 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use tokio::{
-    io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
-};
+use tokio::io::unix::AsyncFd;
 
 use crate::{
     clock::{WallClock, monotonic_ns},
     decode::decode,
-    loader::{IngressHook, Observer, ifname},
+    loader::{IngressHook, Programs, Role, ifname},
     render::{self, Totals},
+    stop::Stop,
     table::Table,
 };
 
@@ -78,27 +76,21 @@ impl Consumer {
 }
 
 pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
-    // Signal handlers first, so a SIGTERM during attach still ends in an
-    // orderly detach rather than the default action.
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut stop = Stop::install(opts.duration)?;
 
     for iface in &opts.ifaces {
         crate::loader::ifindex(iface)?;
     }
-    let mut observer = Observer::load(None)?;
+    let mut observer = Programs::load(Role::Observer, None)?;
     for iface in &opts.ifaces {
         for line in observer.attach(iface, opts.hook)? {
             eprintln!("pmtu: {line}");
         }
     }
     eprintln!(
-        "pmtu: attached to {} interface(s); {}",
+        "pmtu: attached to {} interface(s); {} and prints the table",
         opts.ifaces.len(),
-        match opts.duration {
-            Some(d) => format!("stopping after {}s, or on Ctrl-C/SIGTERM", d.as_secs_f64()),
-            None => "Ctrl-C or SIGTERM stops and prints the table".to_string(),
-        }
+        Stop::describe(opts.duration)
     );
 
     let ring = observer.take_events()?;
@@ -113,14 +105,6 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         delivered: 0,
         decode_errors: 0,
     };
-    let deadline = async {
-        match opts.duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(deadline);
-
     let mut stdout_gone = false;
     loop {
         tokio::select! {
@@ -132,9 +116,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
                 }
                 guard.clear_ready();
             }
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            () = &mut deadline => break,
+            () = stop.wait() => break,
         }
     }
 

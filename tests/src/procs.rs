@@ -141,8 +141,14 @@ pub fn start_trace(ns: &Netns, args: &[&str]) -> Proc {
 
 /// tcpdump on `iface` in `ns`, line-buffered, started and listening.
 pub fn start_capture(ns: &Netns, iface: &str, filter: &str) -> Proc {
+    start_capture_with(ns, iface, &[], filter)
+}
+
+/// [`start_capture`] with extra tcpdump flags (e.g. `-vv`, which verifies
+/// checksums and prints `(correct)` or `(incorrect -> 0x...)`).
+pub fn start_capture_with(ns: &Netns, iface: &str, flags: &[&str], filter: &str) -> Proc {
     let mut cmd = ns.command("tcpdump");
-    cmd.args(["-n", "-l", "-U", "-i", iface, filter]);
+    cmd.args(["-n", "-l", "-U"]).args(flags).args(["-i", iface, filter]);
     let mut p = Proc::spawn(cmd, &format!("tcpdump -i {iface} {filter}"));
     p.wait_for_stderr("listening on", Duration::from_secs(20));
     p

@@ -2,29 +2,12 @@
 //! would (`ip link`, `tc`) and through the kernel's own BPF_PROG_QUERY for
 //! TCX, which neither `tc filter show` nor this bpftool version lists.
 
-use std::{fs::File, os::fd::AsRawFd};
-
 use aya::programs::{SchedClassifier, TcAttachType};
 use pmtu_user::lab::Netns;
 
-/// Runs `f` on a thread that has entered network namespace `ns`.
-pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = File::open(format!("/var/run/netns/{ns}")).expect("namespace file");
-            // SAFETY: setns on this thread only, with a valid netns fd.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns into {ns}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("netns thread")
-    })
-}
-
 /// Names of the programs attached to `iface` via TCX, ingress and egress.
 pub fn tcx_programs(ns: &Netns, iface: &str) -> Vec<String> {
-    in_netns(ns.name(), || {
+    ns.enter(|| {
         let mut names = Vec::new();
         for kind in [TcAttachType::Ingress, TcAttachType::Egress] {
             let (_, progs) = SchedClassifier::query_tcx(iface, kind).expect("BPF_PROG_QUERY tcx");
@@ -32,6 +15,7 @@ pub fn tcx_programs(ns: &Netns, iface: &str) -> Vec<String> {
         }
         names
     })
+    .expect("entering the namespace")
 }
 
 /// Everything BPF- or tc-related on `iface`, empty when clean.

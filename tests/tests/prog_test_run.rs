@@ -17,7 +17,7 @@ use pmtu_tests::{
 };
 use pmtu_user::{
     counters::Counters,
-    loader::{Observer, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP},
+    loader::{PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, Programs, Role},
 };
 
 const XDP_PASS: u32 = 2;
@@ -25,7 +25,7 @@ const XDP_PASS: u32 = 2;
 const TC_NEXT: u32 = -1i32 as u32;
 
 struct Harness {
-    observer: Observer,
+    observer: Programs,
     ring: RingBuf<MapData>,
 }
 
@@ -62,7 +62,7 @@ impl Prog {
 
 impl Harness {
     fn new() -> Self {
-        let mut observer = Observer::load(None).expect("load and verify the observer programs");
+        let mut observer = Programs::load(Role::Observer, None).expect("load and verify the observer programs");
         let ring = observer.take_events().expect("event ring");
         Self { observer, ring }
     }
@@ -214,7 +214,7 @@ fn a_full_ring_is_counted_not_lost_silently() {
         return;
     }
     // Smallest ring the kernel allows (one page) and nobody draining it.
-    let mut observer = Observer::load(Some(4096)).expect("load with a one-page ring");
+    let mut observer = Programs::load(Role::Observer, Some(4096)).expect("load with a one-page ring");
     let frame = eth(&[], ETH_P_IP, &ptb4(1370));
     let runs = 100u32;
     let prog: &mut Xdp = observer.ebpf_mut().program_mut(PROG_XDP).unwrap().try_into().unwrap();

@@ -18,6 +18,8 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("tcpdump", "tcpdump"),
     ("setpriv", "util-linux"),
+    ("iptables", "iptables"),
+    ("ethtool", "ethtool"),
 ];
 
 fn output(cmd: &mut Command) -> Option<String> {

@@ -1,0 +1,59 @@
+//! The clamper's per-interface policy (userspace → kernel) and its counters.
+
+/// No policy: the clamper leaves this interface's packets alone.
+pub const MODE_OFF: u32 = 0;
+/// Clamp to a fixed MSS (`pmtu clamp --set-mss N`).
+pub const MODE_SET_MSS: u32 = 1;
+/// Clamp to the path MTU through this host minus 40 (IPv4) / 60 (IPv6),
+/// as iptables' `TCPMSS --clamp-mss-to-pmtu` (net/netfilter/xt_TCPMSS.c).
+pub const MODE_TO_PMTU: u32 = 2;
+
+/// Interfaces one clamper can serve; each gets a counter slot.
+pub const MAX_IFACES: u32 = 64;
+
+/// Value of the `CLAMP_POLICY` hash map, keyed by ifindex.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClampPolicy {
+    pub mode: u32,
+    /// The MSS for MODE_SET_MSS.
+    pub mss: u32,
+    /// Counter slot: counters live at `slot * COUNT + counter`.
+    pub slot: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ClampPolicy>() == 16);
+
+/// Counter indices within a slot.
+pub mod counters {
+    /// TCP segments with SYN set and RST clear (SYN and SYN-ACK).
+    pub const SYN_SEEN: u32 = 0;
+    /// An MSS option was lowered in place.
+    pub const CLAMPED: u32 = 1;
+    /// The MSS was already at or below the clamp: untouched.
+    pub const AT_OR_BELOW: u32 = 2;
+    /// No MSS option: one was inserted.
+    pub const INSERTED: u32 = 3;
+    /// No MSS option and no room to add one (payload, or 60-byte header).
+    pub const NO_ROOM: u32 = 4;
+    /// Malformed headers or TCP options: packet left untouched.
+    pub const MALFORMED: u32 = 5;
+    /// `--to-pmtu` found no forwarding route (or an MTU too small to use).
+    pub const NO_ROUTE: u32 = 6;
+    /// A kernel helper refused a rewrite; the packet went on as it was.
+    pub const ERRORS: u32 = 7;
+
+    pub const COUNT: u32 = 8;
+
+    pub const NAMES: [&str; COUNT as usize] = [
+        "syn_seen",
+        "clamped",
+        "at_or_below",
+        "inserted",
+        "no_room",
+        "malformed",
+        "no_route",
+        "errors",
+    ];
+}

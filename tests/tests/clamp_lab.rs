@@ -1,0 +1,161 @@
+//! The black-hole lab (seeds 002/003): a 2 MB transfer each way stalls when
+//! the routers hide their Packet-Too-Big messages, and completes once r1
+//! clamps the MSS, with pmtu exactly as with iptables' TCPMSS target.
+
+use std::time::Duration;
+
+use pmtu_tests::{
+    procs::{Finished, Proc, pmtu_in, start_capture_with},
+    require_root,
+    residue::assert_clean,
+};
+use pmtu_user::lab::BlackHoleLab;
+use serde_json::Value;
+
+const MB2: usize = 2 * 1024 * 1024;
+const STALL: Duration = Duration::from_secs(3);
+const GO: Duration = Duration::from_secs(20);
+const EXIT: Duration = Duration::from_secs(20);
+
+/// The MSS option of the first SYN and first SYN-ACK in tcpdump's output,
+/// e.g. `... Flags [S], ..., options [mss 1360,sackOK,...], length 0`.
+fn mss_of(capture: &Finished, flags: &str) -> Option<u16> {
+    capture
+        .stdout
+        .iter()
+        .filter(|l| l.contains(&format!("Flags [{flags}]")))
+        .find_map(|l| l.split("mss ").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+}
+
+/// With `-vv`, tcpdump checks every TCP checksum it can: none may be wrong.
+fn checksums(capture: &Finished) -> (usize, usize) {
+    let all = capture.stdout.join("\n");
+    (all.matches("(correct)").count(), all.matches("(incorrect").count())
+}
+
+struct Arm {
+    syn_at_server: Option<u16>,
+    synack_at_client: Option<u16>,
+    completed: bool,
+    checksums_ok: usize,
+    checksums_bad: usize,
+}
+
+/// One transfer with captures at s3 (the SYN) and c0 (the SYN-ACK).
+fn arm(lab: &BlackHoleLab, server: &str, port: u16, bytes: usize, timeout: Duration) -> Arm {
+    let filter = format!("tcp port {port}");
+    let at_server = start_capture_with(&lab.s3, BlackHoleLab::S3_IF, &["-vv"], &filter);
+    let at_client = start_capture_with(&lab.c0, BlackHoleLab::C0_IF, &["-vv"], &filter);
+    let t = lab.transfer(server, port, bytes, timeout).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let s = at_server.stop(libc::SIGTERM, EXIT);
+    let c = at_client.stop(libc::SIGTERM, EXIT);
+    let (ok_s, bad_s) = checksums(&s);
+    let (ok_c, bad_c) = checksums(&c);
+    Arm {
+        syn_at_server: mss_of(&s, "S"),
+        synack_at_client: mss_of(&c, "S."),
+        completed: t.completed(),
+        checksums_ok: ok_s + ok_c,
+        checksums_bad: bad_s + bad_c,
+    }
+}
+
+fn start_clamp(lab: &BlackHoleLab, mode: &[&str]) -> Proc {
+    let mut args = vec!["clamp", "-i", BlackHoleLab::R1_IF_C0, "-i", BlackHoleLab::R1_IF_R2, "--json"];
+    args.extend_from_slice(mode);
+    let mut p = Proc::spawn(pmtu_in(&lab.r1, &pmtu_tests::pmtu_bin(), &args), "pmtu clamp");
+    p.wait_for_stderr("attached to", Duration::from_secs(30));
+    p
+}
+
+/// Stops the clamper and returns its per-interface counters.
+fn stop_clamp(lab: &BlackHoleLab, p: Proc) -> Vec<Value> {
+    let run = p.stop(libc::SIGTERM, EXIT);
+    assert!(run.status.success(), "pmtu clamp: {:?}", run.stderr);
+    let report: Value = serde_json::from_str(run.stdout.last().expect("a report line")).unwrap();
+    assert_clean(&lab.r1, BlackHoleLab::R1_IF_C0);
+    assert_clean(&lab.r1, BlackHoleLab::R1_IF_R2);
+    report["interfaces"].as_array().unwrap().clone()
+}
+
+fn counter(ifaces: &[Value], name: &str) -> u64 {
+    ifaces.iter().map(|i| i["counters"][name].as_u64().unwrap()).sum()
+}
+
+fn black_hole(family: u8) {
+    let (server, client_default, want) = if family == 4 {
+        (BlackHoleLab::SERVER_V4, 1460, 1360)
+    } else {
+        (BlackHoleLab::SERVER_V6, 1440, 1340)
+    };
+    let lab = BlackHoleLab::build().unwrap();
+
+    let none = arm(&lab, server, 5001, MB2, STALL);
+    assert!(!none.completed, "v{family}: the transfer must stall with no clamping");
+    assert_eq!(none.syn_at_server, Some(client_default));
+
+    lab.iptables_clamp_on_r1().unwrap();
+    let ipt = arm(&lab, server, 5002, MB2, GO);
+    lab.iptables_unclamp_on_r1().unwrap();
+    assert!(ipt.completed, "v{family}: iptables TCPMSS must end the black hole");
+
+    let clamp = start_clamp(&lab, &["--to-pmtu"]);
+    let pmtu = arm(&lab, server, 5003, MB2, GO);
+    let ifaces = stop_clamp(&lab, clamp);
+    assert!(pmtu.completed, "v{family}: pmtu clamp --to-pmtu must end the black hole");
+    assert_eq!(
+        (pmtu.syn_at_server, pmtu.synack_at_client),
+        (ipt.syn_at_server, ipt.synack_at_client),
+        "v{family}: pmtu's MSS on the wire must equal iptables TCPMSS's"
+    );
+    assert_eq!((pmtu.syn_at_server, pmtu.synack_at_client), (Some(want), Some(want)));
+    // Clamped once on the way in; the same SYN leaving r1 is already low.
+    assert_eq!(counter(&ifaces, "clamped"), 2, "{ifaces:?}");
+    assert_eq!(counter(&ifaces, "syn_seen"), 4, "{ifaces:?}");
+    assert_eq!(counter(&ifaces, "at_or_below"), 2, "{ifaces:?}");
+    assert_eq!(counter(&ifaces, "errors") + counter(&ifaces, "malformed") + counter(&ifaces, "no_route"), 0);
+
+    // Endpoints that compute full checksums in software: tcpdump then
+    // verifies the ones r1 rewrote.
+    for (ns, ifname) in [(&lab.c0, BlackHoleLab::C0_IF), (&lab.s3, BlackHoleLab::S3_IF)] {
+        ns.run("ethtool", &["-K", ifname, "tx", "off"]).unwrap();
+    }
+    let clamp = start_clamp(&lab, &["--to-pmtu"]);
+    let full = arm(&lab, server, 5004, 64 * 1024, GO);
+    stop_clamp(&lab, clamp);
+    assert!(full.completed);
+    assert_eq!((full.syn_at_server, full.synack_at_client), (Some(want), Some(want)));
+    assert!(full.checksums_ok >= 4 && full.checksums_bad == 0, "v{family}: checksums ok {} bad {}", full.checksums_ok, full.checksums_bad);
+
+    let clamp = start_clamp(&lab, &["--set-mss", "1200"]);
+    let fixed = arm(&lab, server, 5005, MB2, GO);
+    let ifaces = stop_clamp(&lab, clamp);
+    assert!(fixed.completed);
+    assert_eq!((fixed.syn_at_server, fixed.synack_at_client), (Some(1200), Some(1200)));
+    assert_eq!(counter(&ifaces, "clamped"), 2);
+
+    // Never raises, never touches an MSS already below: the handshake
+    // (a small transfer fits one segment) keeps the endpoints' values.
+    let clamp = start_clamp(&lab, &["--set-mss", "1500"]);
+    let high = arm(&lab, server, 5006, 100, GO);
+    let ifaces = stop_clamp(&lab, clamp);
+    assert!(high.completed);
+    assert_eq!((high.syn_at_server, high.synack_at_client), (Some(client_default), Some(client_default)));
+    assert_eq!(counter(&ifaces, "clamped"), 0);
+    assert_eq!(counter(&ifaces, "at_or_below"), 4);
+}
+
+#[test]
+fn black_hole_v4() {
+    if require_root("black_hole_v4") {
+        black_hole(4);
+    }
+}
+
+#[test]
+fn black_hole_v6() {
+    if require_root("black_hole_v6") {
+        black_hole(6);
+    }
+}
