@@ -18,10 +18,6 @@ pub trait Packet {
     /// unspecified state) if the packet ends before them.
     fn read_into<const N: usize>(&self, offset: usize, dst: &mut [u8; N]) -> bool;
 
-    /// Copies `len` (at most `N`) bytes at `offset` into the start of `dst`;
-    /// `false` if `len > N` or the packet ends before them.
-    fn read_prefix<const N: usize>(&self, offset: usize, len: usize, dst: &mut [u8; N]) -> bool;
-
     /// The `N` bytes at `offset`, or `None` if the packet ends before them.
     #[inline(always)]
     fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
@@ -45,20 +41,6 @@ impl Packet for SlicePacket<'_> {
                 true
             }
             None => false,
-        }
-    }
-
-    #[inline(always)]
-    fn read_prefix<const N: usize>(&self, offset: usize, len: usize, dst: &mut [u8; N]) -> bool {
-        let Some(end) = offset.checked_add(len) else {
-            return false;
-        };
-        match (self.0.get(offset..end), dst.get_mut(..len)) {
-            (Some(bytes), Some(out)) => {
-                out.copy_from_slice(bytes);
-                true
-            }
-            _ => false,
         }
     }
 }

@@ -44,3 +44,7 @@ pub fn count_clamp(slot: u32, counter: u32) {
         unsafe { *c += 1 };
     }
 }
+
+/// Per-CPU scratch for the clamper (see `clamp::launder`).
+#[map]
+pub static CLAMP_SCRATCH: PerCpuArray<crate::clamp::Plan> = PerCpuArray::with_max_entries(1, 0);

@@ -39,21 +39,6 @@ impl Packet for XdpPacket<'_> {
         };
         ret == 0
     }
-
-    #[inline(always)]
-    fn read_prefix<const N: usize>(&self, offset: usize, len: usize, dst: &mut [u8; N]) -> bool {
-        if len == 0 {
-            return true;
-        }
-        if len > N {
-            return false;
-        }
-        // SAFETY: 1 <= len <= N bytes into an N-byte buffer.
-        let ret = unsafe {
-            bpf_xdp_load_bytes(self.0.ctx.cast(), offset as u32, dst.as_mut_ptr().cast::<c_void>(), len as u32)
-        };
-        ret == 0
-    }
 }
 
 pub struct SkbPacket<'a>(pub &'a TcContext);
@@ -69,21 +54,6 @@ impl Packet for SkbPacket<'_> {
                 dst.as_mut_ptr().cast::<c_void>(),
                 N as u32,
             )
-        };
-        ret == 0
-    }
-
-    #[inline(always)]
-    fn read_prefix<const N: usize>(&self, offset: usize, len: usize, dst: &mut [u8; N]) -> bool {
-        if len == 0 {
-            return true;
-        }
-        if len > N {
-            return false;
-        }
-        // SAFETY: 1 <= len <= N bytes into an N-byte buffer.
-        let ret = unsafe {
-            bpf_skb_load_bytes(self.0.skb.skb.cast(), offset as u32, dst.as_mut_ptr().cast::<c_void>(), len as u32)
         };
         ret == 0
     }

@@ -201,14 +201,18 @@ impl Programs {
     /// Sets `policy` for `iface` and attaches the clamper to both of its
     /// directions.
     pub fn attach_clamper(&mut self, iface: &str, policy: ClampPolicy) -> anyhow::Result<()> {
-        let index = ifindex(iface)?;
-        let map = self.ebpf.map_mut(MAP_CLAMP_POLICY).context("CLAMP_POLICY map missing")?;
-        let mut policies: HashMap<&mut MapData, u32, ClampPolicy> = HashMap::try_from(map)?;
-        policies
-            .insert(index, policy, 0)
+        self.set_clamp_policy(ifindex(iface)?, policy)
             .with_context(|| format!("writing the clamp policy for {iface}"))?;
         self.attach_tc(iface, PROG_CLAMP_INGRESS, TcAttachType::Ingress)?;
         self.attach_tc(iface, PROG_CLAMP_EGRESS, TcAttachType::Egress)?;
+        Ok(())
+    }
+
+    /// Sets the clamp policy for packets on interface `index`.
+    pub fn set_clamp_policy(&mut self, index: u32, policy: ClampPolicy) -> anyhow::Result<()> {
+        let map = self.ebpf.map_mut(MAP_CLAMP_POLICY).context("CLAMP_POLICY map missing")?;
+        let mut policies: HashMap<&mut MapData, u32, ClampPolicy> = HashMap::try_from(map)?;
+        policies.insert(index, policy, 0)?;
         Ok(())
     }
 

@@ -197,3 +197,137 @@ pub fn icmp6(src: &str, dst: &str, ty: u8, code: u8, rest: [u8; 4], body: &[u8])
 pub fn quote_v6(src: &str, dst: &str, exts: &[(u8, Vec<u8>)], proto: u8, len: u16, l4: [u8; 8]) -> Vec<u8> {
     V6 { exts, payload_len: Some(len - 40), ..V6::new(src, dst, proto) }.build(&l4)
 }
+
+/// A TCP segment (header, `opts` padded with EOL to 4 bytes, payload) with
+/// its checksum over the IPv4 or IPv6 pseudo-header (RFC 9293 §3.1,
+/// RFC 8200 §8.1).
+pub fn tcp(src: &str, dst: &str, flags: u8, opts: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut o = opts.to_vec();
+    while o.len() % 4 != 0 {
+        o.push(0);
+    }
+    let doff = (20 + o.len()) / 4;
+    let mut t = vec![0x9c, 0x40, 0x13, 0x89]; // 40000 -> 5001
+    t.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
+    t.extend_from_slice(&(if flags & 0x10 != 0 { 0x0a0b_0c0du32 } else { 0 }).to_be_bytes());
+    t.extend_from_slice(&[(doff as u8) << 4, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+    t.extend_from_slice(&o);
+    t.extend_from_slice(payload);
+    let mut pseudo = Vec::new();
+    if src.contains(':') {
+        let s: Ipv6Addr = src.parse().unwrap();
+        let d: Ipv6Addr = dst.parse().unwrap();
+        pseudo.extend_from_slice(&s.octets());
+        pseudo.extend_from_slice(&d.octets());
+        pseudo.extend_from_slice(&(t.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 6]);
+    } else {
+        let s: Ipv4Addr = src.parse().unwrap();
+        let d: Ipv4Addr = dst.parse().unwrap();
+        pseudo.extend_from_slice(&s.octets());
+        pseudo.extend_from_slice(&d.octets());
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&(t.len() as u16).to_be_bytes());
+    }
+    pseudo.extend_from_slice(&t);
+    let c = checksum(&pseudo);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const ACK: u8 = 0x10;
+pub const SYN_ACK: u8 = SYN | ACK;
+
+/// TCP options as Linux sends them in a SYN: MSS, SACK-permitted,
+/// timestamps, NOP, window scale (20 bytes).
+pub fn linux_syn_options(mss: u16) -> Vec<u8> {
+    let m = mss.to_be_bytes();
+    vec![2, 4, m[0], m[1], 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7]
+}
+
+pub fn mss_option(mss: u16) -> Vec<u8> {
+    let m = mss.to_be_bytes();
+    vec![2, 4, m[0], m[1]]
+}
+
+/// What a checker independent of pmtu's parser reads back from a frame
+/// built here: every checksum and length verified.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub mss: Vec<u16>,
+    pub options: Vec<u8>,
+    pub payload_len: usize,
+}
+
+/// Verifies an Ethernet/VLAN/IPv4-or-IPv6(+ext)/TCP frame: IP lengths match
+/// the frame, the IPv4 header checksum and the TCP checksum verify.
+pub fn check_tcp_frame(frame: &[u8]) -> Result<Checked, String> {
+    let mut off = 12;
+    let mut ethertype = u16::from_be_bytes([frame[off], frame[off + 1]]);
+    off += 2;
+    while ethertype == TPID_8021Q || ethertype == TPID_8021AD {
+        ethertype = u16::from_be_bytes([frame[off + 2], frame[off + 3]]);
+        off += 4;
+    }
+    let ip = &frame[off..];
+    let (tcp, pseudo) = match ethertype {
+        ETH_P_IP => {
+            let ihl = (ip[0] & 0xf) as usize * 4;
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+            if total != ip.len() {
+                return Err(format!("IPv4 total length {total}, frame has {}", ip.len()));
+            }
+            if checksum(&ip[..ihl]) != 0 {
+                return Err("IPv4 header checksum".into());
+            }
+            let tcp = &ip[ihl..];
+            let mut p = ip[12..20].to_vec();
+            p.extend_from_slice(&[0, 6]);
+            p.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+            (tcp, p)
+        }
+        ETH_P_IPV6 => {
+            let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+            if plen + 40 != ip.len() {
+                return Err(format!("IPv6 payload length {plen}, frame has {}", ip.len() - 40));
+            }
+            let mut nh = ip[6];
+            let mut at = 40;
+            while nh != 6 {
+                nh = ip[at];
+                at += (ip[at + 1] as usize + 1) * 8;
+            }
+            let tcp = &ip[at..];
+            let mut p = ip[8..40].to_vec();
+            p.extend_from_slice(&(tcp.len() as u32).to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 6]);
+            (tcp, p)
+        }
+        other => return Err(format!("EtherType {other:#x}")),
+    };
+    let mut sum = pseudo;
+    sum.extend_from_slice(tcp);
+    if checksum(&sum) != 0 {
+        return Err("TCP checksum does not verify".into());
+    }
+    let doff = (tcp[12] >> 4) as usize * 4;
+    let options = tcp[20..doff].to_vec();
+    let mut mss = Vec::new();
+    let mut i = 0;
+    while i < options.len() {
+        match options[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let len = options[i + 1] as usize;
+                if kind == 2 && len == 4 {
+                    mss.push(u16::from_be_bytes([options[i + 2], options[i + 3]]));
+                }
+                i += len.max(1);
+            }
+        }
+    }
+    Ok(Checked { mss, options, payload_len: tcp.len() - doff })
+}

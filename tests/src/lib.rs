@@ -2,6 +2,7 @@
 //! root-or-skip rule, and locating the `pmtu` binary.
 
 pub mod cases;
+pub mod clamp_cases;
 pub mod frames;
 pub mod procs;
 pub mod residue;
