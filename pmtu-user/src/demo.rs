@@ -2,6 +2,7 @@
 
 use std::{
     io::{BufRead as _, BufReader},
+    path::Path,
     process::{Child, Stdio},
     time::Duration,
 };
@@ -10,19 +11,52 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     cli::DemoArgs,
-    lab::{SeedLab, cached_mtu},
+    lab::{BlackHoleLab, Netns, SeedLab, Transfer, cached_mtu},
 };
 
 /// Probe sizes: the first hop's MTU, then each MTU the routers report.
 pub const PROBES: [u32; 3] = [1500, 1370, 1350];
 
-/// Sends SIGTERM to the tracer and waits for it, whatever happens to the demo.
-struct Tracer(Child);
+/// A `pmtu` subcommand running in a lab namespace. Dropping it sends
+/// SIGTERM and waits, whatever happens to the demo.
+struct Running(Child);
 
-impl Tracer {
+impl Running {
+    /// Starts `pmtu ARGS` in `ns`, forwards its stderr, and returns once it
+    /// says it is attached. Its stdout (events, tables) goes to ours.
+    fn start(ns: &Netns, exe: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = ns
+            .command(exe.to_str().context("pmtu path is not UTF-8")?)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting pmtu {}", args.join(" ")))?;
+        let stderr = child.stderr.take().context("child stderr")?;
+        let running = Running(child);
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let Some(line) = lines.next() else {
+                bail!("pmtu {} exited before attaching", args.join(" "));
+            };
+            let line = line.context("reading pmtu's messages")?;
+            eprintln!("{line}");
+            if line.contains("attached to") {
+                break;
+            }
+        }
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("{line}");
+            }
+        });
+        Ok(running)
+    }
+
     fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         signal_term(&self.0);
-        let status = self.0.wait().context("waiting for pmtu trace")?;
+        let status = self.0.wait().context("waiting for pmtu")?;
         std::mem::forget(self);
         Ok(status)
     }
@@ -33,7 +67,7 @@ fn signal_term(child: &Child) {
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
 }
 
-impl Drop for Tracer {
+impl Drop for Running {
     fn drop(&mut self) {
         signal_term(&self.0);
         let _ = self.0.wait();
@@ -60,34 +94,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  namespaces {}, {}, {}, {}\n", lab.h0.name(), lab.r1.name(), lab.r2.name(), lab.h3.name());
 
     println!("$ pmtu trace -i {}   (in h0)", SeedLab::H0_IF);
-    let mut child = lab
-        .h0
-        .command(exe.to_str().context("pmtu path is not UTF-8")?)
-        .args(["trace", "-i", SeedLab::H0_IF])
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting pmtu trace in h0")?;
-    let stderr = child.stderr.take().context("tracer stderr")?;
-    let tracer = Tracer(child);
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let Some(line) = lines.next() else {
-            bail!("pmtu trace exited before attaching");
-        };
-        let line = line.context("reading pmtu trace's messages")?;
-        eprintln!("{line}");
-        if line.contains("attached to") {
-            break;
-        }
-    }
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            eprintln!("{line}");
-        }
-    });
-
+    let tracer = Running::start(&lab.h0, &exe, &["trace", "-i", SeedLab::H0_IF])?;
     for target in [SeedLab::TARGET_V4, SeedLab::TARGET_V6] {
         for size in PROBES {
             let payload = size - if target.contains(':') { 48 } else { 28 };
@@ -116,6 +123,73 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     drop(lab);
     if !agree {
         bail!("the kernel did not cache mtu 1350 for both targets; see above");
+    }
+    black_hole(&exe).await
+}
+
+/// Bytes each way in the black-hole demo.
+const TRANSFER: usize = 2 * 1024 * 1024;
+
+fn show_transfer(family: &str, t: &Transfer) {
+    if t.completed() {
+        println!(
+            "  IPv{family}: completed, {} bytes each way in {:.2} s",
+            t.bytes,
+            t.elapsed.as_secs_f64()
+        );
+    } else {
+        println!(
+            "  IPv{family}: stalled: c0 sent {} of {} bytes, got {} back, in {:.1} s",
+            t.sent,
+            t.bytes,
+            t.received,
+            t.elapsed.as_secs_f64()
+        );
+    }
+}
+
+/// Part two: seeds 002/003's black hole, then `pmtu clamp --to-pmtu` on r1.
+async fn black_hole(exe: &Path) -> anyhow::Result<()> {
+    println!("\nPart two: a PMTU black hole.");
+    println!("  c0 —1500— r1 —1400— r2 —1500— s3, and r1 and r2 drop the Frag-Needed and");
+    println!("  Packet-Too-Big messages they would send (iptables OUTPUT ... -j DROP).");
+    let lab = BlackHoleLab::build().context("building the black-hole lab (needs iptables)")?;
+    let servers = [("4", BlackHoleLab::SERVER_V4), ("6", BlackHoleLab::SERVER_V6)];
+
+    println!("\n$ (c0) send 2 MiB to s3 and read 2 MiB back, over TCP");
+    let mut stalled = true;
+    for (port, (family, server)) in (6001..).zip(servers) {
+        let t = lab.transfer(server, port, TRANSFER, Duration::from_secs(3))?;
+        show_transfer(family, &t);
+        stalled &= !t.completed();
+    }
+
+    println!(
+        "\n$ pmtu clamp -i {} -i {} --to-pmtu   (in r1)",
+        BlackHoleLab::R1_IF_C0,
+        BlackHoleLab::R1_IF_R2
+    );
+    let clamp = Running::start(
+        &lab.r1,
+        exe,
+        &["clamp", "-i", BlackHoleLab::R1_IF_C0, "-i", BlackHoleLab::R1_IF_R2, "--to-pmtu"],
+    )?;
+    println!("$ (c0) the same transfers again");
+    let mut completed = true;
+    for (port, (family, server)) in (6101..).zip(servers) {
+        let t = lab.transfer(server, port, TRANSFER, Duration::from_secs(20))?;
+        show_transfer(family, &t);
+        completed &= t.completed();
+    }
+    println!("\nStopping the clamper (SIGTERM); its counters:");
+    let status = clamp.stop()?;
+    if !status.success() {
+        bail!("pmtu clamp failed: {status}");
+    }
+    println!("\nRemoving the lab.");
+    drop(lab);
+    if !stalled || !completed {
+        bail!("expected the transfers to stall without clamping and complete with it; see above");
     }
     Ok(())
 }

@@ -347,7 +347,7 @@ impl BlackHoleLab {
     }
 
     /// Sends `bytes` from c0 to s3 and `bytes` back over one TCP connection
-    /// to `server` (an address of s3), giving up after `timeout`.
+    /// to `server` (an address of s3), giving up `timeout` after it starts.
     pub fn transfer(&self, server: &str, port: u16, bytes: usize, timeout: Duration) -> anyhow::Result<Transfer> {
         let addr: SocketAddr = SocketAddr::new(server.parse().context("server address")?, port);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -355,22 +355,20 @@ impl BlackHoleLab {
             let listener = TcpListener::bind(addr).context("bind in s3")?;
             ready_tx.send(()).ok();
             let (mut conn, _) = listener.accept().context("accept in s3")?;
-            conn.set_read_timeout(Some(timeout))?;
-            conn.set_write_timeout(Some(timeout))?;
-            let got = read_n(&mut conn, bytes);
+            let deadline = Instant::now() + timeout;
+            let got = read_n(&mut conn, bytes, deadline);
             if got == bytes {
-                let _ = write_n(&mut conn, bytes);
+                write_n(&mut conn, bytes, deadline);
             }
             Ok(got)
         })?;
         ready_rx.recv_timeout(Duration::from_secs(5)).context("server in s3 did not start")?;
         let started = Instant::now();
         let client = self.c0.enter(move || -> anyhow::Result<(usize, usize)> {
+            let deadline = Instant::now() + timeout;
             let mut conn = TcpStream::connect_timeout(&addr, timeout).context("connect from c0")?;
-            conn.set_read_timeout(Some(timeout))?;
-            conn.set_write_timeout(Some(timeout))?;
-            let sent = write_n(&mut conn, bytes);
-            let received = if sent == bytes { read_n(&mut conn, bytes) } else { 0 };
+            let sent = write_n(&mut conn, bytes, deadline);
+            let received = if sent == bytes { read_n(&mut conn, bytes, deadline) } else { 0 };
             Ok((sent, received))
         })??;
         let elapsed = started.elapsed();
@@ -401,10 +399,21 @@ impl Transfer {
     }
 }
 
-fn write_n(conn: &mut TcpStream, n: usize) -> usize {
+/// Time left until `deadline`, or `None` when it has passed.
+fn left(deadline: Instant) -> Option<Duration> {
+    let d = deadline.saturating_duration_since(Instant::now());
+    (!d.is_zero()).then_some(d)
+}
+
+/// Writes up to `n` bytes before `deadline`; returns how many went out.
+fn write_n(conn: &mut TcpStream, n: usize, deadline: Instant) -> usize {
     let chunk = [0x5a_u8; 16 * 1024];
     let mut done = 0;
     while done < n {
+        let Some(t) = left(deadline) else { break };
+        if conn.set_write_timeout(Some(t)).is_err() {
+            break;
+        }
         match conn.write(&chunk[..chunk.len().min(n - done)]) {
             Ok(0) | Err(_) => break,
             Ok(k) => done += k,
@@ -413,10 +422,15 @@ fn write_n(conn: &mut TcpStream, n: usize) -> usize {
     done
 }
 
-fn read_n(conn: &mut TcpStream, n: usize) -> usize {
+/// Reads up to `n` bytes before `deadline`; returns how many came in.
+fn read_n(conn: &mut TcpStream, n: usize, deadline: Instant) -> usize {
     let mut buf = [0u8; 16 * 1024];
     let mut done = 0;
     while done < n {
+        let Some(t) = left(deadline) else { break };
+        if conn.set_read_timeout(Some(t)).is_err() {
+            break;
+        }
         let want = buf.len().min(n - done);
         match conn.read(&mut buf[..want]) {
             Ok(0) | Err(_) => break,

@@ -22,6 +22,7 @@ pub struct Proc {
 }
 
 pub struct Finished {
+    pub pid: u32,
     pub status: ExitStatus,
     pub stdout: Vec<String>,
     pub stderr: Vec<String>,
@@ -87,6 +88,7 @@ impl Proc {
     /// Waits for the child to exit by itself (panics after `timeout`).
     pub fn wait(mut self, timeout: Duration) -> Finished {
         let mut child = self.child.take().unwrap();
+        let pid = child.id();
         let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -105,7 +107,7 @@ impl Proc {
         while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_secs(2)) {
             stderr.push(line);
         }
-        Finished { status, stdout, stderr }
+        Finished { pid, status, stdout, stderr }
     }
 
     pub fn stop(self, sig: i32, timeout: Duration) -> Finished {

@@ -311,6 +311,12 @@ fn demo_runs_and_agrees_with_the_kernel_then_cleans_up() {
         "    reported by 192.168.5.2 mtu 1370 (1 event)",
         "fd54:54:54:3::2 mtu 1350 expires",
         "cache expires",
+        // Part two: the black hole, then the clamp.
+        "  IPv4: stalled: c0 sent ",
+        "  IPv6: stalled: c0 sent ",
+        "  IPv4: completed, 2097152 bytes each way",
+        "  IPv6: completed, 2097152 bytes each way",
+        "to-c0     to-pmtu            4           2           2",
     ] {
         assert!(out.contains(needle), "demo output lacks {needle:?}:\n{out}");
     }
@@ -320,6 +326,9 @@ fn demo_runs_and_agrees_with_the_kernel_then_cleans_up() {
     for ns in names_line.trim_start().trim_start_matches("namespaces ").split(", ") {
         assert!(!listed.contains(ns.trim()), "{ns} left behind");
     }
+    // Both labs were this process's: none of its namespaces may remain.
+    let prefix = format!("pmtu-{}-", run.pid);
+    assert!(!listed.contains(&prefix), "namespaces {prefix}* left behind:\n{listed}");
 }
 
 /// A second tracer on the same interface finds XDP taken, says so, observes

@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 /// system LLVM 23, which this distribution does not have.
 const BPF_LINKER_VERSION: &str = "0.10.3";
 
-/// (command, Debian package) pairs.
+/// (command, Debian package) pairs; "scapy" stands for the Python module.
 pub const RUN_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("ping", "iputils-ping")];
 pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
@@ -20,6 +20,7 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("iptables", "iptables"),
     ("ethtool", "ethtool"),
+    ("scapy", "python3-scapy"),
 ];
 
 fn output(cmd: &mut Command) -> Option<String> {
@@ -71,6 +72,10 @@ pub fn toolchain() -> anyhow::Result<()> {
 }
 
 fn have(command: &str) -> bool {
+    if command == "scapy" {
+        // Debian's python3-scapy serves /usr/bin/python3 only.
+        return output(Command::new("/usr/bin/python3").args(["-c", "import scapy"])).is_some();
+    }
     if command == "ping" {
         // Busybox and inetutils pings lack `-M do`; the lab needs iputils.
         return output(Command::new("ping").arg("-V")).is_some_and(|v| v.contains("iputils"));
