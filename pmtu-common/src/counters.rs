@@ -16,8 +16,16 @@ pub const FRAGMENT_SKIPPED: u32 = 4;
 pub const RING_LOST: u32 = 5;
 /// Events written to the ring buffer.
 pub const EVENTS_SUBMITTED: u32 = 6;
+/// PTBs suppressed by a token bucket (not in the ring, only here).
+pub const RATE_LIMITED: u32 = 7;
+/// Events submitted with at least one `validate::REASON_*` bit.
+pub const INVALID: u32 = 8;
+/// Outgoing packets whose flow was recorded (tc egress).
+pub const FLOWS_RECORDED: u32 = 9;
+/// A flow or rate-limit map refused an insert (the event went on).
+pub const MAP_UPDATE_FAILED: u32 = 10;
 
-pub const COUNT: u32 = 7;
+pub const COUNT: u32 = 11;
 
 /// Names for display, indexed by counter. Userspace prints these as JSON keys.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -28,4 +36,8 @@ pub const NAMES: [&str; COUNT as usize] = [
     "fragments_skipped",
     "ring_lost",
     "events_submitted",
+    "rate_limited",
+    "invalid",
+    "flows_recorded",
+    "map_update_failed",
 ];

@@ -8,15 +8,18 @@ pub const HOOK_TC_EGRESS: u8 = 2;
 /// `flags` bits.
 /// The router sent MTU 0 and `mtu` holds the RFC 1191 §7 plateau estimate.
 pub const FLAG_MTU_ESTIMATED: u8 = 1 << 0;
-/// `l4_head` holds the first four bytes of the quoted L4 header.
+/// `l4_head` holds at least the first four bytes of the quoted L4 header.
 pub const FLAG_L4_PRESENT: u8 = 1 << 1;
+/// `l4_head` holds all eight bytes RFC 792 / RFC 4443 §3.2 promise.
+pub const FLAG_L4_FULL: u8 = 1 << 2;
 
 /// One ICMPv4 Frag-Needed or ICMPv6 Packet-Too-Big.
 ///
 /// Addresses are 16 bytes for both families; IPv4 addresses occupy the first
 /// four bytes in network order and the rest is zero. `l4_head` keeps the raw
-/// first four bytes of the quoted transport header: the ports for TCP, UDP,
-/// SCTP, DCCP and UDP-Lite, type/code/checksum for ICMP.
+/// first eight bytes of the quoted transport header: ports and sequence
+/// number for TCP, ports for UDP, SCTP, DCCP and UDP-Lite, type, code,
+/// checksum and echo identifier for ICMP.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PtbEvent {
@@ -27,15 +30,18 @@ pub struct PtbEvent {
     pub mtu: u32,
     /// Total length of the quoted packet (IPv6: payload length + 40).
     pub quoted_len: u32,
-    /// First four bytes of the quoted L4 header, as on the wire.
-    pub l4_head: [u8; 4],
     pub hook: u8,
     /// 4 or 6.
     pub family: u8,
     /// Protocol (IPv4) or final next header (IPv6) of the quoted packet.
     pub proto: u8,
     pub flags: u8,
-    pub _pad: u32,
+    /// First eight bytes of the quoted L4 header, as on the wire.
+    pub l4_head: [u8; 8],
+    /// Why the message is not to be trusted: `validate::REASON_*` bits;
+    /// zero means valid.
+    pub reasons: u16,
+    pub _pad: [u8; 6],
     /// Outer source: the router that reported the MTU.
     pub reporter: [u8; 16],
     /// Outer destination: who the report is addressed to.
@@ -45,7 +51,7 @@ pub struct PtbEvent {
     pub orig_dst: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<PtbEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<PtbEvent>() == 104);
 const _: () = assert!(core::mem::align_of::<PtbEvent>() == 8);
 
 impl PtbEvent {
@@ -55,12 +61,13 @@ impl PtbEvent {
             ifindex: 0,
             mtu: 0,
             quoted_len: 0,
-            l4_head: [0; 4],
             hook: 0,
             family: 0,
             proto: 0,
             flags: 0,
-            _pad: 0,
+            l4_head: [0; 8],
+            reasons: 0,
+            _pad: [0; 6],
             reporter: [0; 16],
             to: [0; 16],
             orig_src: [0; 16],
@@ -85,4 +92,13 @@ impl PtbEvent {
 /// Transport protocols whose header starts with 16-bit source and destination ports.
 pub const fn proto_has_ports(proto: u8) -> bool {
     matches!(proto, 6 | 17 | 33 | 132 | 136)
+}
+
+impl PtbEvent {
+    /// The quoted TCP sequence number, when the quote holds it.
+    pub fn tcp_seq(&self) -> Option<u32> {
+        (self.proto == 6 && self.flags & FLAG_L4_FULL != 0).then(|| {
+            u32::from_be_bytes([self.l4_head[4], self.l4_head[5], self.l4_head[6], self.l4_head[7]])
+        })
+    }
 }

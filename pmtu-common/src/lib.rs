@@ -9,10 +9,13 @@
 
 pub mod counters;
 pub mod event;
+pub mod flow;
 pub mod parse;
 pub mod plateau;
 pub mod policy;
+pub mod ratelimit;
 pub mod tcpopt;
+pub mod validate;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -22,4 +25,7 @@ mod pod {
     unsafe impl bytemuck::Zeroable for crate::event::PtbEvent {}
     unsafe impl bytemuck::Pod for crate::event::PtbEvent {}
     unsafe impl aya::Pod for crate::policy::ClampPolicy {}
+    unsafe impl aya::Pod for crate::flow::ObserverConfig {}
+    unsafe impl aya::Pod for crate::flow::FlowKey {}
+    unsafe impl aya::Pod for crate::flow::FlowState {}
 }

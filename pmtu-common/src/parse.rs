@@ -8,12 +8,16 @@
 //! taken for header bytes.
 
 use crate::{
-    event::{FLAG_L4_PRESENT, FLAG_MTU_ESTIMATED, PtbEvent},
+    event::{FLAG_L4_FULL, FLAG_L4_PRESENT, FLAG_MTU_ESTIMATED, PtbEvent},
+    flow::FlowKey,
     plateau::plateau_below,
 };
 
 /// Bounds-checked access to packet bytes.
 pub trait Packet {
+    /// The frame's length in bytes.
+    fn len(&self) -> usize;
+
     /// Copies the `N` bytes at `offset` into `dst`; `false` (and `dst` in an
     /// unspecified state) if the packet ends before them.
     fn read_into<const N: usize>(&self, offset: usize, dst: &mut [u8; N]) -> bool;
@@ -30,6 +34,11 @@ pub trait Packet {
 pub struct SlicePacket<'a>(pub &'a [u8]);
 
 impl Packet for SlicePacket<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
     #[inline(always)]
     fn read_into<const N: usize>(&self, offset: usize, dst: &mut [u8; N]) -> bool {
         let Some(end) = offset.checked_add(N) else {
@@ -158,7 +167,8 @@ fn parse_v4<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
     };
     let ihl = ((ip[0] & 0x0f) as usize) * 4;
     let total = be16([ip[2], ip[3]]) as usize;
-    if ip[0] >> 4 != 4 || ihl < 20 || total < ihl {
+    // ip_rcv_core() drops a datagram longer than what arrived, too.
+    if ip[0] >> 4 != 4 || ihl < 20 || total < ihl || off + total > pkt.len() {
         return Outcome::Malformed;
     }
     // RFC 791: only the first fragment (offset 0) carries the ICMP header.
@@ -217,13 +227,26 @@ fn parse_v4<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
     } else {
         ev.mtu = mtu as u32;
     }
-    // RFC 792/1812 §4.3.2.3: the quote carries at least 8 bytes of the
-    // datagram's data: the ports, if the quoted packet was a first fragment.
-    if be16([quoted[6], quoted[7]]) & 0x1fff == 0 && within_into(pkt, q + qihl, end, &mut ev.l4_head)
-    {
-        ev.flags |= FLAG_L4_PRESENT;
+    // RFC 792: the quote carries at least 8 bytes of the datagram's data
+    // (the L4 header's start, if the quoted packet was a first fragment).
+    if be16([quoted[6], quoted[7]]) & 0x1fff == 0 {
+        read_l4_head(pkt, q + qihl, end, ev);
     }
     Outcome::Ptb
+}
+
+/// The quoted L4 header's first 8 bytes, or at least its first 4.
+#[inline(always)]
+fn read_l4_head<P: Packet>(pkt: &P, at: usize, end: usize, ev: &mut PtbEvent) {
+    if within_into(pkt, at, end, &mut ev.l4_head) {
+        ev.flags |= FLAG_L4_PRESENT | FLAG_L4_FULL;
+        return;
+    }
+    let mut head = [0u8; 4];
+    if within_into(pkt, at, end, &mut head) {
+        ev.l4_head[..4].copy_from_slice(&head);
+        ev.flags |= FLAG_L4_PRESENT;
+    }
 }
 
 /// Result of walking an IPv6 extension-header chain.
@@ -291,6 +314,9 @@ fn parse_v6<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
     }
     // Payload length 0 means a jumbogram (RFC 2675); no PTB is ever one.
     let end = off + 40 + be16([ip[4], ip[5]]) as usize;
+    if end > pkt.len() {
+        return Outcome::Malformed;
+    }
     let (icmp_off, proto) = match walk_ext(pkt, ip[6], off + 40, end) {
         Walk::Upper { proto, offset } => (offset, proto),
         Walk::LaterFragment { .. } => return Outcome::FragmentSkipped,
@@ -331,9 +357,7 @@ fn parse_v6<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
     match walk_ext(pkt, quoted[6], q + 40, end) {
         Walk::Upper { proto, offset } => {
             ev.proto = proto;
-            if within_into(pkt, offset, end, &mut ev.l4_head) {
-                ev.flags |= FLAG_L4_PRESENT;
-            }
+            read_l4_head(pkt, offset, end, ev);
         }
         Walk::LaterFragment { proto } | Walk::Unfinished { proto } => ev.proto = proto,
     }
@@ -381,60 +405,100 @@ pub enum SynOutcome {
 pub const TCP_FLAG_SYN: u8 = 0x02;
 pub const TCP_FLAG_RST: u8 = 0x04;
 
-/// Finds SYN and SYN-ACK segments for the clamper, with the same L2/L3 walk
-/// as [`parse_ptb`]. Reads three small fields on the fast path (EtherType,
-/// IP header, TCP flags) and the addresses only for a SYN.
+/// Where an IP datagram's transport header is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ip {
+    /// 4 or 6.
+    pub family: u8,
+    /// IPv4 protocol, or the IPv6 upper-layer next header.
+    pub proto: u8,
+    /// IPv4 More-Fragments: the datagram continues in later fragments.
+    pub more_fragments: bool,
+    /// Offsets in the frame of the IP header, the transport header, and the
+    /// end of the datagram (by its own length field, not the frame's).
+    pub l3: usize,
+    pub l4: usize,
+    pub ip_end: usize,
+}
+
+/// Ethernet, VLAN tags, IPv4 or IPv6 with its extension headers: where the
+/// transport header starts. Shared by the clamper and the flow recorder.
 #[inline(always)]
-pub fn parse_syn<P: Packet>(pkt: &P, syn: &mut Syn) -> SynOutcome {
+pub fn parse_ip<P: Packet>(pkt: &P) -> Result<Ip, SynOutcome> {
     let l3 = match parse_l2(pkt) {
         Ok(l3) => l3,
-        Err(Outcome::Malformed) => return SynOutcome::Malformed,
-        Err(_) => return SynOutcome::NotIp,
+        Err(Outcome::Malformed) => return Err(SynOutcome::Malformed),
+        Err(_) => return Err(SynOutcome::NotIp),
     };
     let off = l3.offset;
     match l3.ethertype {
         ETH_P_IP => {
             let Some(ip) = pkt.read::<10>(off) else {
-                return SynOutcome::Malformed;
+                return Err(SynOutcome::Malformed);
             };
             let ihl = ((ip[0] & 0x0f) as usize) * 4;
             let total = be16([ip[2], ip[3]]) as usize;
-            if ip[0] >> 4 != 4 || ihl < 20 || total < ihl {
-                return SynOutcome::Malformed;
+            if ip[0] >> 4 != 4 || ihl < 20 || total < ihl || off + total > pkt.len() {
+                return Err(SynOutcome::Malformed);
             }
             let frag = be16([ip[6], ip[7]]);
             if frag & 0x1fff != 0 {
-                return SynOutcome::FragmentSkipped;
+                return Err(SynOutcome::FragmentSkipped);
             }
-            if ip[9] != IPPROTO_TCP {
-                return SynOutcome::NotSyn;
-            }
-            syn.family = 4;
-            syn.more_fragments = frag & 0x2000 != 0;
-            syn.l4 = off + ihl;
-            syn.ip_end = off + total;
+            Ok(Ip {
+                family: 4,
+                proto: ip[9],
+                more_fragments: frag & 0x2000 != 0,
+                l3: off,
+                l4: off + ihl,
+                ip_end: off + total,
+            })
         }
         ETH_P_IPV6 => {
             let Some(ip) = pkt.read::<8>(off) else {
-                return SynOutcome::Malformed;
+                return Err(SynOutcome::Malformed);
             };
             if ip[0] >> 4 != 6 {
-                return SynOutcome::Malformed;
+                return Err(SynOutcome::Malformed);
             }
             let end = off + 40 + be16([ip[4], ip[5]]) as usize;
-            match walk_ext(pkt, ip[6], off + 40, end) {
-                Walk::Upper { proto: IPPROTO_TCP, offset } => syn.l4 = offset,
-                Walk::Upper { .. } => return SynOutcome::NotSyn,
-                Walk::LaterFragment { .. } => return SynOutcome::FragmentSkipped,
-                Walk::Unfinished { .. } => return SynOutcome::Malformed,
+            if end > pkt.len() {
+                return Err(SynOutcome::Malformed);
             }
-            syn.family = 6;
-            syn.more_fragments = false;
-            syn.ip_end = end;
+            match walk_ext(pkt, ip[6], off + 40, end) {
+                Walk::Upper { proto, offset } => Ok(Ip {
+                    family: 6,
+                    proto,
+                    more_fragments: false,
+                    l3: off,
+                    l4: offset,
+                    ip_end: end,
+                }),
+                Walk::LaterFragment { .. } => Err(SynOutcome::FragmentSkipped),
+                Walk::Unfinished { .. } => Err(SynOutcome::Malformed),
+            }
         }
-        _ => return SynOutcome::NotIp,
+        _ => Err(SynOutcome::NotIp),
     }
-    syn.l3 = off;
+}
+
+/// Finds SYN and SYN-ACK segments for the clamper, with the same L2/L3 walk
+/// as [`parse_ptb`]. Reads three small fields on the fast path (EtherType,
+/// IP header, TCP flags) and the addresses only for a SYN.
+#[inline(always)]
+pub fn parse_syn<P: Packet>(pkt: &P, syn: &mut Syn) -> SynOutcome {
+    let ip = match parse_ip(pkt) {
+        Ok(ip) => ip,
+        Err(outcome) => return outcome,
+    };
+    if ip.proto != IPPROTO_TCP {
+        return SynOutcome::NotSyn;
+    }
+    syn.family = ip.family;
+    syn.more_fragments = ip.more_fragments;
+    syn.l3 = ip.l3;
+    syn.l4 = ip.l4;
+    syn.ip_end = ip.ip_end;
     // Data Offset and flags.
     let Some(t) = within::<P, 2>(pkt, syn.l4 + 12, syn.ip_end) else {
         return SynOutcome::Malformed;
@@ -447,21 +511,98 @@ pub fn parse_syn<P: Packet>(pkt: &P, syn: &mut Syn) -> SynOutcome {
     if syn.tcp_hdr_len < 20 || syn.l4 + syn.tcp_hdr_len > syn.ip_end {
         return SynOutcome::Malformed;
     }
-    let ok = if syn.family == 4 {
-        let mut a = [0u8; 4];
-        let src = within_into(pkt, off + 12, syn.ip_end, &mut a);
-        syn.src = [0; 16];
-        syn.src[..4].copy_from_slice(&a);
-        let dst = within_into(pkt, off + 16, syn.ip_end, &mut a);
-        syn.dst = [0; 16];
-        syn.dst[..4].copy_from_slice(&a);
-        src && dst
-    } else {
-        within_into(pkt, off + 8, syn.ip_end, &mut syn.src)
-            && within_into(pkt, off + 24, syn.ip_end, &mut syn.dst)
-    };
-    if !ok {
+    syn.src = [0; 16];
+    syn.dst = [0; 16];
+    if !read_addrs(pkt, &ip, &mut syn.src, &mut syn.dst) {
         return SynOutcome::Malformed;
     }
     SynOutcome::Syn
+}
+
+/// Reads the addresses of the datagram at `ip` into `src` and `dst`.
+#[inline(always)]
+fn read_addrs<P: Packet>(pkt: &P, ip: &Ip, src: &mut [u8; 16], dst: &mut [u8; 16]) -> bool {
+    if ip.family == 4 {
+        let mut a = [0u8; 4];
+        if !within_into(pkt, ip.l3 + 12, ip.ip_end, &mut a) {
+            return false;
+        }
+        src[..4].copy_from_slice(&a);
+        if !within_into(pkt, ip.l3 + 16, ip.ip_end, &mut a) {
+            return false;
+        }
+        dst[..4].copy_from_slice(&a);
+        true
+    } else {
+        within_into(pkt, ip.l3 + 8, ip.ip_end, src) && within_into(pkt, ip.l3 + 24, ip.ip_end, dst)
+    }
+}
+
+/// The 16-bit pair a flow is told apart by, from the first 8 bytes of its
+/// transport header: the ports, or for ICMP/ICMPv6 echo requests the
+/// identifier and the type. `None` for anything else.
+#[inline(always)]
+pub fn flow_ports(proto: u8, head: &[u8; 8]) -> Option<(u16, u16)> {
+    match proto {
+        6 | 17 | 33 | 132 | 136 => Some((be16([head[0], head[1]]), be16([head[2], head[3]]))),
+        // Echo request (RFC 792) / (RFC 4443 §4.1): identifier, type.
+        IPPROTO_ICMP if head[0] == 8 => Some((be16([head[4], head[5]]), 8)),
+        IPPROTO_ICMPV6 if head[0] == 128 => Some((be16([head[4], head[5]]), 128)),
+        _ => None,
+    }
+}
+
+/// A segment this host sends: its flow and, for TCP, the sequence space it
+/// covers (`seq`, `seq_len` counting SYN and FIN).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub tcp: bool,
+    pub seq: u32,
+    pub seq_len: u32,
+}
+
+/// Reads the flow of an outgoing packet for the flow memory.
+#[inline(always)]
+pub fn parse_sent<P: Packet>(pkt: &P, key: &mut FlowKey) -> Option<Sent> {
+    let ip = parse_ip(pkt).ok()?;
+    let head = within::<P, 8>(pkt, ip.l4, ip.ip_end)?;
+    let (sport, dport) = flow_ports(ip.proto, &head)?;
+    if !read_addrs(pkt, &ip, &mut key.src, &mut key.dst) {
+        return None;
+    }
+    key.sport = sport;
+    key.dport = dport;
+    key.proto = ip.proto;
+    key.family = ip.family;
+    if ip.proto != IPPROTO_TCP {
+        return Some(Sent::default());
+    }
+    let t = within::<P, 2>(pkt, ip.l4 + 12, ip.ip_end)?;
+    let doff = ((t[0] >> 4) as usize) * 4;
+    let payload = ip.ip_end.checked_sub(ip.l4 + doff)? as u32;
+    // SYN and FIN each take one sequence number (RFC 9293 §3.4).
+    let flags = (t[1] & 0x02 != 0) as u32 + (t[1] & 0x01 != 0) as u32;
+    Some(Sent {
+        tcp: true,
+        seq: u32::from_be_bytes([head[4], head[5], head[6], head[7]]),
+        seq_len: payload + flags,
+    })
+}
+
+/// The flow a PTB's quote names, as [`parse_sent`] recorded it.
+#[inline(always)]
+pub fn quoted_flow(ev: &PtbEvent) -> Option<FlowKey> {
+    if ev.flags & FLAG_L4_FULL == 0 {
+        return None;
+    }
+    let (sport, dport) = flow_ports(ev.proto, &ev.l4_head)?;
+    Some(FlowKey {
+        src: ev.orig_src,
+        dst: ev.orig_dst,
+        sport,
+        dport,
+        proto: ev.proto,
+        family: ev.family,
+        _pad: [0; 2],
+    })
 }

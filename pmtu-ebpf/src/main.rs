@@ -39,7 +39,9 @@ pub fn pmtu_observe_tc_ingress(ctx: TcContext) -> i32 {
 /// Observer at tc egress: PTBs this host sends or forwards.
 #[classifier]
 pub fn pmtu_observe_tc_egress(ctx: TcContext) -> i32 {
-    observe::observe(&SkbPacket(&ctx), packet::skb_ifindex(&ctx), HOOK_TC_EGRESS);
+    let pkt = SkbPacket(&ctx);
+    observe::observe(&pkt, packet::skb_ifindex(&ctx), HOOK_TC_EGRESS);
+    observe::record_flow(&pkt);
     TC_ACT_UNSPEC
 }
 

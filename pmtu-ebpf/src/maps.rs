@@ -2,17 +2,35 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use pmtu_common::{
     counters,
+    flow::{FlowKey, FlowState, MAX_FLOWS, MAX_REPORTERS, ObserverConfig},
     policy::{self, ClampPolicy, MAX_IFACES},
+    ratelimit::Bucket,
 };
 
 /// PTB events. 256 KiB holds ~2,700 records; userspace may resize it before
 /// load. A full ring is counted in `counters::RING_LOST`, never silent.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Observer settings (flow timeout, rate limits), written by userspace.
+#[map]
+pub static OBSERVER_CONFIG: Array<ObserverConfig> = Array::with_max_entries(1, 0);
+
+/// Flows seen leaving through tc egress, least recently used evicted.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// One token bucket per reporter address (LRU) and one for all of them.
+/// Updated without atomics: two CPUs racing on one bucket may let an extra
+/// event through, never lose one uncounted.
+#[map]
+pub static REPORTER_BUCKETS: LruHashMap<[u8; 16], Bucket> = LruHashMap::with_max_entries(MAX_REPORTERS, 0);
+#[map]
+pub static GLOBAL_BUCKET: Array<Bucket> = Array::with_max_entries(1, 0);
 
 /// Per-CPU so the hot path never contends on a shared cache line.
 #[map]
@@ -48,3 +66,7 @@ pub fn count_clamp(slot: u32, counter: u32) {
 /// Per-CPU scratch for the clamper (see `clamp::launder`).
 #[map]
 pub static CLAMP_SCRATCH: PerCpuArray<crate::clamp::Plan> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch the observer parses into (see `observe::observe`).
+#[map]
+pub static EVENT_SCRATCH: PerCpuArray<pmtu_common::event::PtbEvent> = PerCpuArray::with_max_entries(1, 0);

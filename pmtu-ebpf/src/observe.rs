@@ -1,36 +1,179 @@
-//! PTB observer: parse, count, and hand the event to userspace.
+//! PTB observer: parse, validate, rate-limit, hand the event to userspace;
+//! and, at egress, remember the flows that leave.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use pmtu_common::{
     counters,
-    event::PtbEvent,
-    parse::{Outcome, Packet, parse_ptb},
+    event::{HOOK_TC_EGRESS, PtbEvent},
+    flow::{FlowKey, FlowState, ObserverConfig, record_seq},
+    parse::{Outcome, Packet, parse_ptb, parse_sent, quoted_flow},
+    ratelimit::{Take, new_bucket, take},
+    validate::{REASON_RATE_LIMITED, REASON_SEQ_OUTSIDE, REASON_UNKNOWN_FLOW, intrinsic_reasons, seq_within},
 };
 
-use crate::maps::{EVENTS, count};
+use crate::maps::{EVENTS, EVENT_SCRATCH, FLOWS, GLOBAL_BUCKET, OBSERVER_CONFIG, REPORTER_BUCKETS, count};
+
+#[inline(always)]
+fn config() -> ObserverConfig {
+    match OBSERVER_CONFIG.get(0) {
+        Some(c) => *c,
+        None => ObserverConfig::DEFAULT,
+    }
+}
+
+/// The parser as a BPF subprogram that writes the event into map memory.
+///
+/// The verifier tracks neither what a map value holds nor, once this
+/// returns, which path through the parser (VLANs, IPv4 options, extension
+/// headers, MTU 0) was taken: the checks below are verified once per
+/// outcome instead of once per path (312k verified instructions when it
+/// was all inlined, see prog_test_run.rs). Not inlined, so the compiler
+/// cannot carry the parser's constants across either.
+#[inline(never)]
+fn parse_into<P: Packet>(pkt: &P, ev: *mut PtbEvent) -> Outcome {
+    // SAFETY: `ev` is this CPU's EVENT_SCRATCH value.
+    parse_ptb(pkt, unsafe { &mut *ev })
+}
 
 #[inline(always)]
 pub fn observe<P: Packet>(pkt: &P, ifindex: u32, hook: u8) {
     count(counters::INSPECTED);
-    let mut ev = PtbEvent::zeroed();
-    match parse_ptb(pkt, &mut ev) {
-        Outcome::Ptb => {
-            count(if ev.family == 4 { counters::PTB_V4 } else { counters::PTB_V6 });
-            // SAFETY: no preconditions; reads CLOCK_MONOTONIC.
-            ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-            ev.ifindex = ifindex;
-            ev.hook = hook;
-            match EVENTS.reserve::<PtbEvent>(0) {
-                Some(mut slot) => {
-                    slot.write(ev);
-                    slot.submit(0);
-                    count(counters::EVENTS_SUBMITTED);
-                }
-                None => count(counters::RING_LOST),
+    let Some(scratch) = EVENT_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    match parse_into(pkt, scratch) {
+        Outcome::Ptb => {}
+        Outcome::Malformed => {
+            count(counters::MALFORMED);
+            return;
+        }
+        Outcome::FragmentSkipped => {
+            count(counters::FRAGMENT_SKIPPED);
+            return;
+        }
+        Outcome::NotIp | Outcome::NotPtb => return,
+    }
+    // SAFETY: a valid per-CPU map value; BPF programs are not preempted.
+    let ev = unsafe { &mut *scratch };
+    count(if ev.family == 4 { counters::PTB_V4 } else { counters::PTB_V6 });
+    // SAFETY: no preconditions; reads CLOCK_MONOTONIC.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let cfg = config();
+    ev.ts_ns = now;
+    ev.ifindex = ifindex;
+    ev.hook = hook;
+    ev.reasons = intrinsic_reasons(&ev);
+    // A PTB arriving is about a packet this host sent or forwarded out; one
+    // leaving (egress) is this host's or another's report to someone else,
+    // whose flows are not ours to know.
+    if hook != HOOK_TC_EGRESS {
+        ev.reasons |= flow_reasons(ev, now, cfg.flow_timeout_ns);
+    }
+    match rate_limit(&ev.reporter, now, &cfg) {
+        Take::Allowed => {}
+        Take::FirstRefused => ev.reasons |= REASON_RATE_LIMITED,
+        Take::Refused => {
+            count(counters::RATE_LIMITED);
+            return;
+        }
+    }
+    match EVENTS.reserve::<PtbEvent>(0) {
+        Some(mut slot) => {
+            slot.write(*ev);
+            slot.submit(0);
+            count(counters::EVENTS_SUBMITTED);
+            if ev.reasons != 0 {
+                count(counters::INVALID);
             }
         }
-        Outcome::Malformed => count(counters::MALFORMED),
-        Outcome::FragmentSkipped => count(counters::FRAGMENT_SKIPPED),
-        Outcome::NotIp | Outcome::NotPtb => {}
+        None => count(counters::RING_LOST),
     }
+}
+
+/// Unknown flow, or a TCP sequence number that flow never sent.
+#[inline(always)]
+fn flow_reasons(ev: &PtbEvent, now: u64, timeout_ns: u64) -> u16 {
+    let Some(key) = quoted_flow(ev) else {
+        return REASON_UNKNOWN_FLOW;
+    };
+    // SAFETY: plain data, read once.
+    let Some(state) = (unsafe { FLOWS.get(&key) }) else {
+        return REASON_UNKNOWN_FLOW;
+    };
+    let state = *state;
+    if now.saturating_sub(state.last_seen_ns) > timeout_ns {
+        return REASON_UNKNOWN_FLOW;
+    }
+    match ev.tcp_seq() {
+        Some(seq) if !seq_within(seq, state.seq_lo, state.seq_hi) => REASON_SEQ_OUTSIDE,
+        _ => 0,
+    }
+}
+
+/// The reporter's bucket first, then the global one, so a flood from one
+/// source does not use up everyone's share.
+#[inline(always)]
+fn rate_limit(reporter: &[u8; 16], now: u64, cfg: &ObserverConfig) -> Take {
+    let own = match REPORTER_BUCKETS.get_ptr_mut(reporter) {
+        // SAFETY: a valid map value; races only blur the count (see maps.rs).
+        Some(b) => take(unsafe { &mut *b }, now, cfg.reporter_rate, cfg.reporter_burst),
+        None => {
+            let mut b = new_bucket(now, cfg.reporter_burst);
+            let t = take(&mut b, now, cfg.reporter_rate, cfg.reporter_burst);
+            // A full LRU evicts the stalest reporter, so this fails only on
+            // memory pressure; the event keeps its token either way.
+            if REPORTER_BUCKETS.insert(reporter, b, 0).is_err() {
+                count(counters::MAP_UPDATE_FAILED);
+            }
+            t
+        }
+    };
+    if own == Take::Refused {
+        return own;
+    }
+    let Some(g) = GLOBAL_BUCKET.get_ptr_mut(0) else {
+        return own;
+    };
+    // SAFETY: as above.
+    let g = unsafe { &mut *g };
+    if g.last_ns == 0 {
+        *g = new_bucket(now, cfg.global_burst);
+    }
+    match take(g, now, cfg.global_rate, cfg.global_burst) {
+        Take::Allowed => own,
+        other => other,
+    }
+}
+
+/// Remembers the flow of a packet leaving through tc egress.
+#[inline(never)]
+pub fn record_flow<P: Packet>(pkt: &P) {
+    let mut key = FlowKey::default();
+    let Some(sent) = parse_sent(pkt, &mut key) else {
+        return;
+    };
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match FLOWS.get_ptr_mut(&key) {
+        Some(state) => {
+            // SAFETY: a valid map value; a racing update only blurs the window.
+            let state = unsafe { &mut *state };
+            state.last_seen_ns = now;
+            if sent.tcp {
+                record_seq(state, sent.seq, sent.seq_len, false);
+            }
+        }
+        None => {
+            let mut state = FlowState { last_seen_ns: now, seq_lo: 0, seq_hi: 0 };
+            if sent.tcp {
+                record_seq(&mut state, sent.seq, sent.seq_len, true);
+            }
+            // LRU: room is made by evicting the oldest flow.
+            if FLOWS.insert(&key, state, 0).is_err() {
+                count(counters::MAP_UPDATE_FAILED);
+                return;
+            }
+        }
+    }
+    count(counters::FLOWS_RECORDED);
 }

@@ -8,7 +8,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
 use pmtu_common::parse::Packet;
@@ -25,6 +25,12 @@ use pmtu_common::parse::Packet;
 pub struct XdpPacket<'a>(pub &'a XdpContext);
 
 impl Packet for XdpPacket<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        // SAFETY: the program's own context; counts fragments too.
+        unsafe { bpf_xdp_get_buff_len(self.0.ctx) as usize }
+    }
+
     #[inline(always)]
     fn read_into<const N: usize>(&self, offset: usize, dst: &mut [u8; N]) -> bool {
         // SAFETY: the helper writes at most N bytes into `dst` and reports
@@ -44,6 +50,11 @@ impl Packet for XdpPacket<'_> {
 pub struct SkbPacket<'a>(pub &'a TcContext);
 
 impl Packet for SkbPacket<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len() as usize
+    }
+
     #[inline(always)]
     fn read_into<const N: usize>(&self, offset: usize, dst: &mut [u8; N]) -> bool {
         // SAFETY: as above, bpf_skb_load_bytes also reads non-linear data.

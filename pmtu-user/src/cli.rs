@@ -3,6 +3,7 @@
 use std::{num::NonZeroUsize, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use pmtu_common::flow::ObserverConfig;
 
 use crate::{
     clamp::{ClampMode, ClampOptions},
@@ -51,6 +52,31 @@ pub struct TraceArgs {
     /// Destinations kept in the table; the least recently updated go first.
     #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(DEFAULT_MAX_DESTINATIONS).expect("non-zero"))]
     pub max_destinations: NonZeroUsize,
+    /// Let messages that fail validation (forged, unknown flow, below the
+    /// MTU floor, ...) into the table too. They are always printed.
+    #[arg(long)]
+    pub accept_unvalidated: bool,
+    /// A flow not seen leaving for this long is unknown (seconds).
+    #[arg(long, value_name = "SECS", default_value_t = ObserverConfig::DEFAULT.flow_timeout_ns / 1_000_000_000)]
+    pub flow_timeout: u64,
+    /// Events per second from one reporter before the kernel suppresses
+    /// (and counts) the rest; 0 for no limit.
+    #[arg(long, value_name = "N", default_value_t = ObserverConfig::DEFAULT.reporter_rate)]
+    pub rate_per_reporter: u32,
+    /// Events per second from all reporters together; 0 for no limit.
+    #[arg(long, value_name = "N", default_value_t = ObserverConfig::DEFAULT.global_rate)]
+    pub rate_global: u32,
+    /// Event ring size in KiB (a power of two, at least 4).
+    #[arg(long, value_name = "KIB", value_parser = parse_ring_kib)]
+    pub ring_kib: Option<u32>,
+}
+
+fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    let kib: u32 = s.parse().map_err(|_| format!("{s:?} is not a number of KiB"))?;
+    if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
+        return Err(format!("{kib} KiB: the ring must be a power of two from 4 KiB to 1 GiB"));
+    }
+    Ok(kib)
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +138,16 @@ impl From<TraceArgs> for TraceOptions {
             duration: a.duration,
             expires_secs: a.expires,
             max_destinations: a.max_destinations,
+            accept_unvalidated: a.accept_unvalidated,
+            config: ObserverConfig {
+                flow_timeout_ns: a.flow_timeout.saturating_mul(1_000_000_000),
+                reporter_rate: a.rate_per_reporter,
+                // A burst of two seconds' worth absorbs a traceroute's probes.
+                reporter_burst: a.rate_per_reporter.saturating_mul(2),
+                global_rate: a.rate_global,
+                global_burst: a.rate_global.saturating_mul(2),
+            },
+            ring_bytes: a.ring_kib.map(|k| k * 1024),
         }
     }
 }
@@ -167,6 +203,9 @@ mod tests {
             &["pmtu", "trace", "-i", "eth0", "--duration", "soon"],
             &["pmtu", "trace", "-i", "eth0", "--hook", "kprobe"],
             &["pmtu", "trace", "-i", "eth0", "--max-destinations", "0"],
+            &["pmtu", "trace", "-i", "eth0", "--ring-kib", "3"],
+            &["pmtu", "trace", "-i", "eth0", "--ring-kib", "100"],
+            &["pmtu", "trace", "-i", "eth0", "--rate-global", "-5"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }

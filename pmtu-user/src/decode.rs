@@ -2,8 +2,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use pmtu_common::event::{
-    FLAG_MTU_ESTIMATED, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent,
+use pmtu_common::{
+    event::{FLAG_MTU_ESTIMATED, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent},
+    validate::REASON_NAMES,
 };
 use thiserror::Error;
 
@@ -52,6 +53,24 @@ pub struct Ptb {
     pub sport: Option<u16>,
     pub dport: Option<u16>,
     pub quoted_len: u32,
+    /// `validate::REASON_*` bits; zero means valid.
+    pub reasons: u16,
+}
+
+impl Ptb {
+    pub fn is_valid(&self) -> bool {
+        self.reasons == 0
+    }
+
+    /// `valid`, or `invalid`.
+    pub fn verdict(&self) -> &'static str {
+        if self.is_valid() { "valid" } else { "invalid" }
+    }
+
+    /// The names of the reasons, in a fixed order.
+    pub fn reason_names(&self) -> Vec<&'static str> {
+        REASON_NAMES.iter().filter(|(bit, _)| self.reasons & bit != 0).map(|(_, name)| *name).collect()
+    }
 }
 
 fn addr(family: u8, raw: [u8; 16]) -> IpAddr {
@@ -98,6 +117,7 @@ pub fn decode_event(raw: &PtbEvent) -> Result<Ptb, DecodeError> {
         sport: raw.sport(),
         dport: raw.dport(),
         quoted_len: raw.quoted_len,
+        reasons: raw.reasons,
     })
 }
 
@@ -115,7 +135,7 @@ mod tests {
         ev.orig_dst[..4].copy_from_slice(&[192, 168, 7, 2]);
         ev.proto = 17;
         ev.flags = FLAG_L4_PRESENT;
-        ev.l4_head = [0x30, 0x39, 0x00, 0x35];
+        ev.l4_head = [0x30, 0x39, 0x00, 0x35, 0, 0, 0, 0];
         ev
     }
 
@@ -139,12 +159,23 @@ mod tests {
     }
 
     #[test]
+    fn reasons_name_the_bits() {
+        use pmtu_common::validate::{REASON_NOT_SMALLER, REASON_UNKNOWN_FLOW};
+        let mut raw = raw_v4();
+        assert_eq!(decode_event(&raw).unwrap().verdict(), "valid");
+        raw.reasons = REASON_UNKNOWN_FLOW | REASON_NOT_SMALLER;
+        let ptb = decode_event(&raw).unwrap();
+        assert_eq!(ptb.verdict(), "invalid");
+        assert_eq!(ptb.reason_names(), ["not-smaller", "unknown-flow"]);
+    }
+
+    #[test]
     fn rejects_short_records_and_bad_fields() {
         let raw = raw_v4();
         let bytes = bytemuck::bytes_of(&raw);
         assert_eq!(
-            decode(&bytes[..95]),
-            Err(DecodeError::Size { got: 95, expected: 96 })
+            decode(&bytes[..103]),
+            Err(DecodeError::Size { got: 103, expected: 104 })
         );
         let mut bad = raw;
         bad.family = 5;

@@ -13,14 +13,17 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     util::KernelVersion,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
         xdp::XdpLinkId,
     },
 };
 
-use pmtu_common::policy::{ClampPolicy, counters as clamp_counters};
+use pmtu_common::{
+    flow::ObserverConfig,
+    policy::{ClampPolicy, counters as clamp_counters},
+};
 
 use crate::counters::Counters;
 
@@ -34,6 +37,7 @@ pub const PROG_CLAMP_INGRESS: &str = "pmtu_clamp_tc_ingress";
 pub const PROG_CLAMP_EGRESS: &str = "pmtu_clamp_tc_egress";
 pub const MAP_CLAMP_POLICY: &str = "CLAMP_POLICY";
 pub const MAP_CLAMP_COUNTERS: &str = "CLAMP_COUNTERS";
+pub const MAP_OBSERVER_CONFIG: &str = "OBSERVER_CONFIG";
 
 /// Which programs a command loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +209,14 @@ impl Programs {
             .with_context(|| format!("writing the clamp policy for {iface}"))?;
         self.attach_tc(iface, PROG_CLAMP_INGRESS, TcAttachType::Ingress)?;
         self.attach_tc(iface, PROG_CLAMP_EGRESS, TcAttachType::Egress)?;
+        Ok(())
+    }
+
+    /// Sets the observer's flow timeout and rate limits.
+    pub fn set_observer_config(&mut self, config: ObserverConfig) -> anyhow::Result<()> {
+        let map = self.ebpf.map_mut(MAP_OBSERVER_CONFIG).context("OBSERVER_CONFIG map missing")?;
+        let mut array: Array<&mut MapData, ObserverConfig> = Array::try_from(map)?;
+        array.set(0, config, 0).context("writing the observer configuration")?;
         Ok(())
     }
 

@@ -25,6 +25,8 @@ pub struct EventJson<'a> {
     pub sport: Option<u16>,
     pub dport: Option<u16>,
     pub quoted_len: u32,
+    pub verdict: &'static str,
+    pub reasons: Vec<&'static str>,
 }
 
 pub fn event_json(ptb: &Ptb, ifname: &str, clock: &WallClock) -> String {
@@ -43,6 +45,8 @@ pub fn event_json(ptb: &Ptb, ifname: &str, clock: &WallClock) -> String {
         sport: ptb.sport,
         dport: ptb.dport,
         quoted_len: ptb.quoted_len,
+        verdict: ptb.verdict(),
+        reasons: ptb.reason_names(),
     };
     // Serializing plain strings, numbers and addresses cannot fail.
     serde_json::to_string(&ev).unwrap_or_default()
@@ -70,8 +74,13 @@ fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
 /// One line per event, in the words of the message itself:
 /// `TIME IFACE HOOK REPORTER says mtu N for SRC > DST (PROTO, LEN bytes)`.
 pub fn event_text(ptb: &Ptb, ifname: &str, clock: &WallClock) -> String {
+    let verdict = if ptb.is_valid() {
+        String::new()
+    } else {
+        format!(" INVALID: {}", ptb.reason_names().join(", "))
+    };
     format!(
-        "{} {} {} {} says mtu {}{} for {} > {} ({}, {} bytes)",
+        "{} {} {} {} says mtu {}{} for {} > {} ({}, {} bytes){verdict}",
         clock.rfc3339(ptb.ts_ns),
         ifname,
         ptb.hook.as_str(),
@@ -113,6 +122,8 @@ struct TableJson {
 pub struct Totals {
     pub kernel: Counters,
     pub events_delivered: u64,
+    /// Invalid events the table ignored (`--accept-unvalidated` not given).
+    pub events_ignored: u64,
     pub decode_errors: u64,
     pub destinations_evicted: u64,
 }
@@ -121,6 +132,7 @@ impl Totals {
     fn entries(&self) -> Vec<(&'static str, u64)> {
         let mut all: Vec<_> = self.kernel.named().collect();
         all.push(("events_delivered", self.events_delivered));
+        all.push(("events_ignored", self.events_ignored));
         all.push(("decode_errors", self.decode_errors));
         all.push(("destinations_evicted", self.destinations_evicted));
         all
@@ -210,6 +222,7 @@ mod tests {
             sport: Some(40000),
             dport: Some(53),
             quoted_len: 1370,
+            reasons: 0,
         }
     }
 
@@ -222,7 +235,7 @@ mod tests {
             keys,
             [
                 "dport", "family", "hook", "ifname", "mtu", "mtu_estimated", "orig_dst", "orig_src",
-                "proto", "quoted_len", "reporter", "sport", "time", "to"
+                "proto", "quoted_len", "reasons", "reporter", "sport", "time", "to", "verdict"
             ]
         );
         assert_eq!(v["time"], "2026-11-24T00:00:00.001500Z");
@@ -231,6 +244,8 @@ mod tests {
         assert_eq!(v["mtu"], 1350);
         assert_eq!(v["sport"], 40000);
         assert_eq!(v["mtu_estimated"], false);
+        assert_eq!(v["verdict"], "valid");
+        assert_eq!(v["reasons"], serde_json::json!([]));
     }
 
     #[test]
@@ -250,6 +265,7 @@ mod tests {
         let totals = Totals {
             kernel: Counters::default(),
             events_delivered: 2,
+            events_ignored: 0,
             decode_errors: 0,
             destinations_evicted: 0,
         };

@@ -191,6 +191,7 @@ mod tests {
             sport: None,
             dport: None,
             quoted_len: 1500,
+            reasons: 0,
         }
     }
 

@@ -9,6 +9,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
+use pmtu_common::flow::ObserverConfig;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -27,6 +28,12 @@ pub struct TraceOptions {
     pub duration: Option<Duration>,
     pub expires_secs: u64,
     pub max_destinations: NonZeroUsize,
+    /// Let invalid events into the table too.
+    pub accept_unvalidated: bool,
+    /// Flow timeout and rate limits for the kernel side.
+    pub config: ObserverConfig,
+    /// Event ring size in bytes (None: the object's 256 KiB).
+    pub ring_bytes: Option<u32>,
 }
 
 /// Drains the ring into the table and prints each event.
@@ -37,6 +44,8 @@ struct Consumer {
     ifnames: HashMap<u32, String>,
     delivered: u64,
     decode_errors: u64,
+    accept_unvalidated: bool,
+    ignored: u64,
 }
 
 impl Consumer {
@@ -69,7 +78,11 @@ impl Consumer {
                 render::event_text(&ptb, &name, &clock)
             };
             writeln!(out, "{line}")?;
-            self.table.record(&ptb);
+            if ptb.is_valid() || self.accept_unvalidated {
+                self.table.record(&ptb);
+            } else {
+                self.ignored += 1;
+            }
         }
         out.flush()
     }
@@ -81,7 +94,14 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     for iface in &opts.ifaces {
         crate::loader::ifindex(iface)?;
     }
-    let mut observer = Programs::load(Role::Observer, None)?;
+    if opts.accept_unvalidated {
+        eprintln!(
+            "pmtu: WARNING: --accept-unvalidated: Packet-Too-Big messages that fail validation \
+             (forged, for unknown flows, below the MTU floor) will shape the table"
+        );
+    }
+    let mut observer = Programs::load(Role::Observer, opts.ring_bytes)?;
+    observer.set_observer_config(opts.config)?;
     for iface in &opts.ifaces {
         for line in observer.attach(iface, opts.hook)? {
             eprintln!("pmtu: {line}");
@@ -104,6 +124,8 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         ifnames: HashMap::new(),
         delivered: 0,
         decode_errors: 0,
+        accept_unvalidated: opts.accept_unvalidated,
+        ignored: 0,
     };
     let mut stdout_gone = false;
     loop {
@@ -131,6 +153,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let totals = Totals {
         kernel: observer.counters()?,
         events_delivered: consumer.delivered,
+        events_ignored: consumer.ignored,
         decode_errors: consumer.decode_errors,
         destinations_evicted: consumer.table.evicted(),
     };

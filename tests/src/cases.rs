@@ -2,7 +2,11 @@
 
 use std::net::IpAddr;
 
-use pmtu_common::{event::PtbEvent, parse::Outcome};
+use pmtu_common::{
+    event::PtbEvent,
+    parse::Outcome,
+    validate::{REASON_BELOW_FLOOR, REASON_NOT_SMALLER, REASON_TRUNCATED_QUOTE},
+};
 
 use crate::frames::*;
 
@@ -19,6 +23,9 @@ pub struct Want {
     pub proto: u8,
     pub ports: Option<(u16, u16)>,
     pub quoted_len: u32,
+    /// The validation reasons the message itself earns
+    /// (`validate::REASON_*`), before flow memory and rate limits.
+    pub reasons: u16,
 }
 
 impl Want {
@@ -37,6 +44,7 @@ impl Want {
             proto: d.proto,
             ports: d.sport.zip(d.dport),
             quoted_len: d.quoted_len,
+            reasons: self.reasons,
         };
         let addrs_ok = d.reporter == ip(self.reporter)
             && d.to == ip(self.to)
@@ -68,10 +76,17 @@ pub struct Case {
     pub name: String,
     pub frame: Vec<u8>,
     pub expect: Expect,
+    /// Sent by this host, the frame is a flow the egress recorder keeps
+    /// (TCP, UDP, SCTP, DCCP, UDP-Lite, ICMP echo request).
+    pub is_flow: bool,
 }
 
 fn case(name: &str, frame: Vec<u8>, expect: Expect) -> Case {
-    Case { name: name.to_string(), frame, expect }
+    Case { name: name.to_string(), frame, expect, is_flow: false }
+}
+
+fn flow_case(name: &str, frame: Vec<u8>) -> Case {
+    Case { is_flow: true, ..case(name, frame, Expect::Other(Outcome::NotPtb)) }
 }
 
 const R1: &str = "192.168.5.2";
@@ -93,6 +108,7 @@ fn want4(mtu: u32, proto: u8, ports: Option<(u16, u16)>, quoted_len: u32) -> Wan
         proto,
         ports,
         quoted_len,
+        reasons: 0,
     }
 }
 
@@ -108,7 +124,13 @@ fn want6(mtu: u32, proto: u8, ports: Option<(u16, u16)>, quoted_len: u32) -> Wan
         proto,
         ports,
         quoted_len,
+        reasons: 0,
     }
+}
+
+fn with_reasons(mut w: Want, reasons: u16) -> Want {
+    w.reasons = reasons;
+    w
 }
 
 /// A v4 Frag-Needed from r1 to h0 about a UDP packet h0 sent to h3.
@@ -167,7 +189,8 @@ pub fn corpus() -> Vec<Case> {
     est.estimated = true;
     c.push(case("v4 MTU 0: RFC 1191 plateau below 1500", eth(&[], ETH_P_IP, &ptb4(0)), Expect::Ptb(est)));
     let small = quote_v4(H0, H3, 17, 1006, udp_head(40000, 53));
-    let mut est = want4(508, 17, udp, 1006);
+    // 508 is below Linux's 552 floor.
+    let mut est = with_reasons(want4(508, 17, udp, 1006), REASON_BELOW_FLOOR);
     est.estimated = true;
     c.push(case(
         "v4 MTU 0: plateau below 1006 is 508",
@@ -177,7 +200,7 @@ pub fn corpus() -> Vec<Case> {
     c.push(case(
         "v4 MTU 65535",
         eth(&[], ETH_P_IP, &ptb4(65535)),
-        Expect::Ptb(want4(65535, 17, udp, 1500)),
+        Expect::Ptb(with_reasons(want4(65535, 17, udp, 1500), REASON_NOT_SMALLER)),
     ));
     c.push(case(
         "v4 outer non-first fragment",
@@ -193,19 +216,15 @@ pub fn corpus() -> Vec<Case> {
     c.push(case(
         "v4 quoting a non-first fragment: no ports",
         eth(&[], ETH_P_IP, &V4::new(R1, H0, 1).build(&frag_needed(1370, &later))),
-        Expect::Ptb(want4(1370, 17, None, 1500)),
+        Expect::Ptb(with_reasons(want4(1370, 17, None, 1500), REASON_TRUNCATED_QUOTE)),
     ));
     c.push(case(
         "v4 port unreachable (type 3 code 3)",
         eth(&[], ETH_P_IP, &V4::new(R1, H0, 1).build(&icmp4(3, 3, [0; 4], &quote))),
         Expect::Other(NotPtb),
     ));
-    c.push(case(
-        "v4 echo request",
-        eth(&[], ETH_P_IP, &V4::new(H0, H3, 1).build(&icmp4(8, 0, [0, 1, 0, 1], b"hello"))),
-        Expect::Other(NotPtb),
-    ));
-    c.push(case("v4 UDP", eth(&[], ETH_P_IP, &V4::new(H0, H3, 17).build(&udp_head(1, 2))), Expect::Other(NotPtb)));
+    c.push(flow_case("v4 echo request", eth(&[], ETH_P_IP, &V4::new(H0, H3, 1).build(&icmp4(8, 0, [0, 1, 0, 1], b"hello")))));
+    c.push(flow_case("v4 UDP", eth(&[], ETH_P_IP, &V4::new(H0, H3, 17).build(&udp_head(1, 2)))));
     let mut bad_ihl = ptb4(1370);
     bad_ihl[0] = 0x44;
     c.push(case("v4 IHL 4 (< 5)", eth(&[], ETH_P_IP, &bad_ihl), Expect::Other(Malformed)));
@@ -221,6 +240,65 @@ pub fn corpus() -> Vec<Case> {
         eth(&[], ETH_P_IP, &short_total),
         Expect::Other(Malformed),
     ));
+    // The MTU ladder around RFC 791's 68 and Linux's 552 floor.
+    for (mtu, reasons) in [(67u16, REASON_BELOW_FLOOR), (68, REASON_BELOW_FLOOR), (551, REASON_BELOW_FLOOR), (552, 0), (1499, 0)] {
+        c.push(case(
+            ["v4 MTU 67", "v4 MTU 68", "v4 MTU 551", "v4 MTU 552", "v4 MTU 1499"][[67, 68, 551, 552, 1499].iter().position(|m| *m == mtu).unwrap()],
+            eth(&[], ETH_P_IP, &ptb4(mtu)),
+            Expect::Ptb(with_reasons(want4(mtu as u32, 17, udp, 1500), reasons)),
+        ));
+    }
+    c.push(case(
+        "v4 MTU equal to the quoted length",
+        eth(&[], ETH_P_IP, &ptb4(1500)),
+        Expect::Ptb(with_reasons(want4(1500, 17, udp, 1500), REASON_NOT_SMALLER)),
+    ));
+    // Quotes that hold less than RFC 792's 8 bytes of the transport header,
+    // with every length field consistent: the router chose to send less.
+    let udp_ip = V4 { total_len: Some(1500), ..V4::new(H0, H3, 17) }.build(&[]);
+    for (name, l4, ports) in [
+        ("v4 quote with 4 bytes of UDP header", &[0x9c, 0x40, 0, 53][..], udp),
+        ("v4 quote with no transport header", &[][..], None),
+    ] {
+        let mut quote = udp_ip.clone();
+        quote.extend_from_slice(l4);
+        c.push(case(
+            name,
+            eth(&[], ETH_P_IP, &V4::new(R1, H0, 1).build(&frag_needed(1370, &quote))),
+            Expect::Ptb(with_reasons(want4(1370, 17, ports, 1500), REASON_TRUNCATED_QUOTE)),
+        ));
+    }
+    let short_quote = &quote_v4(H0, H3, 17, 1500, udp_head(40000, 53))[..12];
+    c.push(case(
+        "v4 quote cut inside the quoted IP header",
+        eth(&[], ETH_P_IP, &V4::new(R1, H0, 1).build(&frag_needed(1370, short_quote))),
+        Expect::Other(Malformed),
+    ));
+    c.push(case(
+        "v4 ICMP truncated at 4 bytes",
+        eth(&[], ETH_P_IP, &V4::new(R1, H0, 1).build(&frag_needed(1370, &[])[..4])),
+        Expect::Other(Malformed),
+    ));
+    c.push(case(
+        "v4 ICMP of 8 bytes, nothing quoted",
+        eth(&[], ETH_P_IP, &V4::new(R1, H0, 1).build(&frag_needed(1370, &[]))),
+        Expect::Other(Malformed),
+    ));
+    for (name, proto) in [("v4 quoting IPIP", 4u8), ("v4 quoting GRE", 47), ("v4 quoting an unknown protocol", 253)] {
+        let quote = quote_v4(H0, H3, proto, 1500, [0x45, 0, 5, 0xdc, 0, 0, 0x40, 0]);
+        c.push(case(
+            name,
+            eth(&[], ETH_P_IP, &V4::new(R1, H0, 1).build(&frag_needed(1370, &quote))),
+            Expect::Ptb(want4(1370, proto, None, 1500)),
+        ));
+    }
+    let mut long_ihl = ptb4(1370);
+    // IHL 15 (a 60-byte header) in a datagram whose total length says 40.
+    long_ihl[0] = 0x4f;
+    long_ihl[2..4].copy_from_slice(&40u16.to_be_bytes());
+    c.push(case("v4 IHL beyond the total length", eth(&[], ETH_P_IP, &long_ihl), Expect::Other(Malformed)));
+    let long_total = V4 { total_len: Some(2000), ..V4::new(R1, H0, 1) }.build(&frag_needed(1370, &quote));
+    c.push(case("v4 total length beyond the frame", eth(&[], ETH_P_IP, &long_total), Expect::Other(Malformed)));
     c.push(case("ARP", eth(&[], ETH_P_ARP, &[0u8; 28]), Expect::Other(NotIp)));
     c.push(case("runt frame (12 bytes)", vec![0u8; 12], Expect::Other(Malformed)));
 
@@ -260,10 +338,20 @@ pub fn corpus() -> Vec<Case> {
     c.push(case(
         "v6 quoting a non-first fragment: no ports",
         eth(&[], ETH_P_IPV6, &ptb6(1280, &[], &[frag_ext(3, true)])),
-        Expect::Ptb(want6(1280, 6, None, 1500)),
+        Expect::Ptb(with_reasons(want6(1280, 6, None, 1500), REASON_TRUNCATED_QUOTE)),
     ));
-    c.push(case("v6 MTU 1279", eth(&[], ETH_P_IPV6, &ptb6(1279, &[], &[])), Expect::Ptb(want6(1279, 6, tcp, 1500))));
-    c.push(case("v6 MTU 0x10000 (32-bit field)", eth(&[], ETH_P_IPV6, &ptb6(65536, &[], &[])), Expect::Ptb(want6(65536, 6, tcp, 1500))));
+    c.push(case("v6 MTU 1279", eth(&[], ETH_P_IPV6, &ptb6(1279, &[], &[])), Expect::Ptb(with_reasons(want6(1279, 6, tcp, 1500), REASON_BELOW_FLOOR))));
+    c.push(case("v6 MTU 1280", eth(&[], ETH_P_IPV6, &ptb6(1280, &[], &[])), Expect::Ptb(want6(1280, 6, tcp, 1500))));
+    c.push(case(
+        "v6 MTU 0x10000 (32-bit field)",
+        eth(&[], ETH_P_IPV6, &ptb6(65536, &[], &[])),
+        Expect::Ptb(with_reasons(want6(65536, 6, tcp, 1500), REASON_NOT_SMALLER)),
+    ));
+    c.push(case(
+        "v6 MTU equal to the quoted length",
+        eth(&[], ETH_P_IPV6, &ptb6(1500, &[], &[])),
+        Expect::Ptb(with_reasons(want6(1500, 6, tcp, 1500), REASON_NOT_SMALLER)),
+    ));
     let tcp_quote = quote_v6(H0V6, H3V6, &[], 6, 1500, [0; 8]);
     c.push(case(
         "v6 packet-too-big with code 1",
@@ -275,17 +363,36 @@ pub fn corpus() -> Vec<Case> {
         eth(&[], ETH_P_IPV6, &V6::new(R1V6, H0V6, 58).build(&icmp6(R1V6, H0V6, 1, 4, [0; 4], &tcp_quote))),
         Expect::Other(NotPtb),
     ));
-    c.push(case("v6 UDP", eth(&[], ETH_P_IPV6, &V6::new(H0V6, H3V6, 17).build(&udp_head(1, 2))), Expect::Other(NotPtb)));
+    c.push(flow_case("v6 UDP", eth(&[], ETH_P_IPV6, &V6::new(H0V6, H3V6, 17).build(&udp_head(1, 2)))));
     let mut bad6 = ptb6(1400, &[], &[]);
     bad6[0] = 0x40;
     c.push(case("v6 EtherType with version 4", eth(&[], ETH_P_IPV6, &bad6), Expect::Other(Malformed)));
+    let mut long6 = ptb6(1400, &[], &[]);
+    long6[4..6].copy_from_slice(&3000u16.to_be_bytes());
+    c.push(case("v6 payload length beyond the frame", eth(&[], ETH_P_IPV6, &long6), Expect::Other(Malformed)));
+    let q6 = quote_v6(H0V6, H3V6, &[], 17, 1500, udp_head(40000, 53));
+    c.push(case(
+        "v6 quoted UDP",
+        eth(&[], ETH_P_IPV6, &V6::new(R1V6, H0V6, 58).build(&icmp6(R1V6, H0V6, 2, 0, 1400u32.to_be_bytes(), &q6))),
+        Expect::Ptb(want6(1400, 17, udp, 1500)),
+    ));
+    let q6 = quote_v6(H0V6, H3V6, &[], 58, 1500, echo_head(true));
+    c.push(case(
+        "v6 quoted echo request (no ports)",
+        eth(&[], ETH_P_IPV6, &V6::new(R1V6, H0V6, 58).build(&icmp6(R1V6, H0V6, 2, 0, 1400u32.to_be_bytes(), &q6))),
+        Expect::Ptb(want6(1400, 58, None, 1500)),
+    ));
+    let q6 = &quote_v6(H0V6, H3V6, &[], 6, 1500, [0; 8])[..44];
+    c.push(case(
+        "v6 quote with 4 bytes of TCP header",
+        eth(&[], ETH_P_IPV6, &V6::new(R1V6, H0V6, 58).build(&icmp6(R1V6, H0V6, 2, 0, 1400u32.to_be_bytes(), q6))),
+        Expect::Ptb(with_reasons(want6(1400, 6, Some((0, 0)), 1500), REASON_TRUNCATED_QUOTE)),
+    ));
+    c.push(case(
+        "v6 ICMPv6 truncated at 4 bytes",
+        eth(&[], ETH_P_IPV6, &V6::new(R1V6, H0V6, 58).build(&icmp6(R1V6, H0V6, 2, 0, 1400u32.to_be_bytes(), &[])[..4])),
+        Expect::Other(Malformed),
+    ));
     c
 }
 
-/// What a frame cut to `cut` bytes must give, for a valid PTB whose quoted
-/// addresses end at `addrs_end` and quoted ports at `ports_end`: without the
-/// addresses nothing trustworthy is left (Malformed); without the ports it is
-/// still a PTB, with no ports.
-pub fn truncated(cut: usize, addrs_end: usize, ports_end: usize) -> (Outcome, bool) {
-    if cut < addrs_end { (Outcome::Malformed, false) } else { (Outcome::Ptb, cut >= ports_end) }
-}

@@ -119,6 +119,7 @@ fn v4_on_h0_matches_the_wire_and_the_kernel_cache() {
     let seen: Vec<_> = events.iter().map(|e| (e["reporter"].as_str().unwrap().to_string(), e["mtu"].as_u64().unwrap())).collect();
     assert_eq!(sorted(&seen), sorted(&wire_ptbs(&wire)), "events vs tcpdump");
     for e in &events {
+        assert_eq!((&e["verdict"], &e["reasons"]), (&Value::from("valid"), &serde_json::json!([])), "{e}");
         assert_eq!(e["family"], 4);
         assert_eq!(e["to"], "192.168.5.1");
         assert_eq!(e["orig_src"], "192.168.5.1");
@@ -167,6 +168,7 @@ fn v6_on_h0_with_tc_ingress_and_a_duration() {
     let seen: Vec<_> = events.iter().map(|e| (e["reporter"].as_str().unwrap().to_string(), e["mtu"].as_u64().unwrap())).collect();
     assert_eq!(sorted(&seen), sorted(&wire_ptbs(&wire)), "events vs tcpdump");
     for e in &events {
+        assert_eq!(e["verdict"], "valid", "{e}");
         assert_eq!(e["family"], 6);
         assert_eq!(e["orig_src"], "fd54:54:54:1::1");
         assert_eq!(e["proto"], 58);
@@ -194,6 +196,8 @@ fn on_router_r1_sees_ptbs_in_transit_and_its_own_v4_and_v6() {
     let run = trace.stop(libc::SIGINT, EXIT);
     let (events, table) = parse_json(&run);
 
+    // r2's PTBs arrive about flows r1 forwarded out through to-r2: valid.
+    assert!(events.iter().all(|e| e["verdict"] == "valid"), "{events:#?}");
     let keys = sorted(&event_keys(&events));
     let want = |ifname: &str, hook: &str, reporter: &str, mtu: u64, dst: &str| {
         (ifname.to_string(), hook.to_string(), reporter.to_string(), mtu, dst.to_string())

@@ -1,0 +1,112 @@
+//! What makes a Packet-Too-Big untrustworthy (RFC 5927; RFC 8201 §5;
+//! RFC 8899 §4.6), as bits in `PtbEvent::reasons`. Zero means valid.
+
+use crate::event::{FLAG_L4_FULL, PtbEvent};
+
+/// IPv4 MTU under 68 (RFC 791's minimum: invalid), under Linux's
+/// `route/min_pmtu` floor of 552 (__ip_rt_update_pmtu raises it), or an IPv6
+/// MTU under 1280 (RFC 8200 §5; icmpv6 drops those PTBs).
+pub const REASON_BELOW_FLOOR: u16 = 1 << 0;
+/// The MTU is not smaller than the quoted packet: it cannot be why that
+/// packet was refused (RFC 1191 §4 / RFC 8201 §4).
+pub const REASON_NOT_SMALLER: u16 = 1 << 1;
+/// The quoted flow was not seen leaving through an observed interface
+/// within the flow timeout.
+pub const REASON_UNKNOWN_FLOW: u16 = 1 << 2;
+/// The quoted TCP sequence number is outside what that flow sent, the check
+/// tcp_v4_err()/tcp_v6_err() make against snd_una..snd_nxt.
+pub const REASON_SEQ_OUTSIDE: u16 = 1 << 3;
+/// Fewer than the 8 bytes of quoted L4 header RFC 792 promises.
+pub const REASON_TRUNCATED_QUOTE: u16 = 1 << 4;
+/// The reporter (or all reporters together) exceeded the rate limit; this
+/// event opens a run of suppressed ones, which are only counted.
+pub const REASON_RATE_LIMITED: u16 = 1 << 5;
+
+pub const REASON_NAMES: [(u16, &str); 6] = [
+    (REASON_BELOW_FLOOR, "below-floor"),
+    (REASON_NOT_SMALLER, "not-smaller"),
+    (REASON_UNKNOWN_FLOW, "unknown-flow"),
+    (REASON_SEQ_OUTSIDE, "seq-outside"),
+    (REASON_TRUNCATED_QUOTE, "truncated-quote"),
+    (REASON_RATE_LIMITED, "rate-limited"),
+];
+
+/// Linux's default `net.ipv4.route.min_pmtu` (512 + 20 + 20).
+pub const LINUX_MIN_PMTU_V4: u32 = 552;
+pub const IPV4_MIN_MTU: u32 = 68;
+pub const IPV6_MIN_MTU: u32 = 1280;
+
+/// The checks that need nothing but the message itself.
+#[inline(always)]
+pub fn intrinsic_reasons(ev: &PtbEvent) -> u16 {
+    let mut r = 0;
+    let floor = if ev.family == 4 { LINUX_MIN_PMTU_V4 } else { IPV6_MIN_MTU };
+    if ev.mtu < floor {
+        r |= REASON_BELOW_FLOOR;
+    }
+    if ev.mtu >= ev.quoted_len {
+        r |= REASON_NOT_SMALLER;
+    }
+    if ev.flags & FLAG_L4_FULL == 0 {
+        r |= REASON_TRUNCATED_QUOTE;
+    }
+    r
+}
+
+/// Is `seq` within `lo..=hi`, in sequence-number space (RFC 9293 §3.4,
+/// modulo 2^32)?
+#[inline(always)]
+pub fn seq_within(seq: u32, lo: u32, hi: u32) -> bool {
+    seq.wrapping_sub(lo) <= hi.wrapping_sub(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(family: u8, mtu: u32, quoted_len: u32) -> PtbEvent {
+        let mut e = PtbEvent::zeroed();
+        e.family = family;
+        e.mtu = mtu;
+        e.quoted_len = quoted_len;
+        e.flags = FLAG_L4_FULL;
+        e
+    }
+
+    #[test]
+    fn floors() {
+        for (family, mtu, floor) in [
+            (4, 0, true),
+            (4, 60, true),
+            (4, 67, true),
+            (4, 68, true),
+            (4, 551, true),
+            (4, 552, false),
+            (4, 1370, false),
+            (6, 1279, true),
+            (6, 1280, false),
+        ] {
+            let r = intrinsic_reasons(&ev(family, mtu, 1500));
+            assert_eq!(r & REASON_BELOW_FLOOR != 0, floor, "v{family} mtu {mtu}");
+        }
+    }
+
+    #[test]
+    fn not_smaller_and_truncated() {
+        assert_eq!(intrinsic_reasons(&ev(4, 1500, 1500)), REASON_NOT_SMALLER);
+        assert_eq!(intrinsic_reasons(&ev(4, 65535, 1500)), REASON_NOT_SMALLER);
+        assert_eq!(intrinsic_reasons(&ev(4, 1499, 1500)), 0);
+        let mut e = ev(6, 1400, 1500);
+        e.flags = 0;
+        assert_eq!(intrinsic_reasons(&e), REASON_TRUNCATED_QUOTE);
+    }
+
+    #[test]
+    fn sequence_space_wraps() {
+        assert!(seq_within(5, 1, 10));
+        assert!(!seq_within(11, 1, 10));
+        assert!(seq_within(2, u32::MAX - 3, 10));
+        assert!(!seq_within(u32::MAX - 5, u32::MAX - 3, 10));
+        assert!(seq_within(7, 7, 7));
+    }
+}
