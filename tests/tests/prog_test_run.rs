@@ -12,11 +12,11 @@ use pmtu_common::{
     event::{HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent},
     flow::ObserverConfig,
     parse::Outcome,
-    validate::REASON_UNKNOWN_FLOW,
+    validate::{REASON_RATE_LIMITED, REASON_SEQ_OUTSIDE, REASON_UNKNOWN_FLOW},
 };
 use pmtu_tests::{
     cases::{Case, Expect, corpus, ptb4, ptb6},
-    frames::{ETH_P_IP, ETH_P_IPV6, eth},
+    frames::{ACK, ETH_P_IP, ETH_P_IPV6, V4, eth, frag_needed, quote_v4, tcp, udp_head},
     require_root,
 };
 use pmtu_user::{
@@ -275,4 +275,89 @@ fn verifier_work_stays_small() {
             assert!(verified < 50_000, "{name}: {verified} instructions verified");
         }
     }
+}
+
+/// A TCP segment of `payload` bytes from h0:40000 to h3:5001 with
+/// sequence number 0x01020304 (the frame builder's).
+fn sent_segment(payload: usize) -> Vec<u8> {
+    eth(&[], ETH_P_IP, &V4::new("192.168.5.1", "192.168.7.2", 6).build(&tcp("192.168.5.1", "192.168.7.2", ACK, &[], &vec![0u8; payload])))
+}
+
+/// A Frag-Needed from r1 quoting a TCP segment h0:40000 → h3:`dport` with
+/// sequence number `seq`.
+fn ptb_quoting_tcp(dport: u16, seq: u32) -> Vec<u8> {
+    let mut l4 = [0u8; 8];
+    l4[..2].copy_from_slice(&40000u16.to_be_bytes());
+    l4[2..4].copy_from_slice(&dport.to_be_bytes());
+    l4[4..].copy_from_slice(&seq.to_be_bytes());
+    let quote = quote_v4("192.168.5.1", "192.168.7.2", 6, 1500, l4);
+    eth(&[], ETH_P_IP, &V4::new("192.168.5.2", "192.168.5.1", 1).build(&frag_needed(1400, &quote)))
+}
+
+#[test]
+fn flow_memory_validates_what_a_ptb_quotes() {
+    if !require_root("flow_memory_validates_what_a_ptb_quotes") {
+        return;
+    }
+    let mut h = Harness::new();
+    let reasons_of = |h: &mut Harness, frame: &[u8]| {
+        let (records, _) = h.run(Prog::Xdp, frame, "ptb");
+        assert_eq!(records.len(), 1);
+        records[0].reasons
+    };
+    const SEQ: u32 = 0x0102_0304;
+    // Before anything left, every quote is of an unknown flow.
+    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ)), REASON_UNKNOWN_FLOW);
+    // h0 sends 1000 bytes from SEQ; tc egress records the flow.
+    let (_, delta) = h.run(Prog::TcEgress, &sent_segment(1000), "segment");
+    assert_eq!(delta[counters::FLOWS_RECORDED as usize], 1);
+    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ)), 0, "the segment's own start");
+    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ + 999)), 0, "inside what was sent");
+    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ + 5000)), REASON_SEQ_OUTSIDE);
+    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ - 1)), REASON_SEQ_OUTSIDE);
+    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5002, SEQ)), REASON_UNKNOWN_FLOW, "another port");
+    // The same flow, once older than the flow timeout, is unknown again.
+    h.observer.set_observer_config(ObserverConfig { flow_timeout_ns: 1, reporter_rate: 0, global_rate: 0, ..ObserverConfig::DEFAULT }).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ)), REASON_UNKNOWN_FLOW);
+}
+
+#[test]
+fn rate_limits_suppress_and_count() {
+    if !require_root("rate_limits_suppress_and_count") {
+        return;
+    }
+    // 10 events/s per reporter with a burst of 5; no global limit.
+    let mut h = Harness::with_config(ObserverConfig { reporter_rate: 10, reporter_burst: 5, global_rate: 0, ..ObserverConfig::DEFAULT });
+    let frame = eth(&[], ETH_P_IP, &ptb4(1370));
+    let prog: &mut Xdp = h.observer.ebpf_mut().program_mut(PROG_XDP).unwrap().try_into().unwrap();
+    prog.test_run(TestRunOptions { data_in: Some(&frame), repeat: 20, ..Default::default() }).unwrap();
+    let mut events = Vec::new();
+    while let Some(item) = h.ring.next() {
+        events.push(bytemuck::pod_read_unaligned::<PtbEvent>(&item));
+    }
+    let c = h.observer.counters().unwrap();
+    // Five from the burst, then the first refused one, flagged, then counts.
+    assert_eq!(events.len(), 6);
+    assert!(events[..5].iter().all(|e| e.reasons & REASON_RATE_LIMITED == 0));
+    assert_ne!(events[5].reasons & REASON_RATE_LIMITED, 0);
+    assert_eq!(c.get(counters::PTB_V4), 20);
+    assert_eq!(c.get(counters::RATE_LIMITED), 14);
+    assert_eq!(
+        c.get(counters::PTB_V4),
+        c.get(counters::EVENTS_SUBMITTED) + c.get(counters::RATE_LIMITED) + c.get(counters::RING_LOST),
+        "produced == delivered + rate-limited + lost"
+    );
+
+    // A global limit of burst 3 across two reporters.
+    let mut h = Harness::with_config(ObserverConfig { reporter_rate: 0, global_rate: 1, global_burst: 3, ..ObserverConfig::DEFAULT });
+    let other = eth(&[], ETH_P_IP, &{
+        let quote = quote_v4("192.168.5.1", "192.168.7.2", 17, 1500, udp_head(1, 2));
+        V4::new("192.168.6.2", "192.168.5.1", 1).build(&frag_needed(1350, &quote))
+    });
+    for f in [&frame, &other, &frame, &other, &frame] {
+        h.run(Prog::Xdp, f, "global");
+    }
+    let c = h.observer.counters().unwrap();
+    assert_eq!((c.get(counters::EVENTS_SUBMITTED), c.get(counters::RATE_LIMITED)), (4, 1));
 }

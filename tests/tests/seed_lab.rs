@@ -367,3 +367,81 @@ fn two_tracers_share_an_interface() {
     assert_eq!(row(&t2, V4)["pmtu"], 1350);
     assert_clean(&lab.h0, SeedLab::H0_IF);
 }
+
+/// Forged PTBs (sent from r1's namespace with scapy) show up in the trace
+/// with their reasons and leave the table alone; the real ones still count.
+#[test]
+fn forged_ptbs_are_shown_with_reasons_and_ignored_by_the_table() {
+    if !require_root("forged_ptbs_are_shown_with_reasons_and_ignored_by_the_table") {
+        return;
+    }
+    let lab = SeedLab::build().unwrap();
+    let trace = start_trace(&lab.h0, &["-i", SeedLab::H0_IF, "--json"]);
+    probe(&lab, V4);
+    probe(&lab, V6);
+    let forge = [
+        // MTU 1000 for a UDP flow h0 never sent.
+        "send(IP(src='192.168.5.2', dst='192.168.5.1')/ICMP(type=3, code=4, nexthopmtu=1000)/IP(src='192.168.5.1', dst='192.168.7.2', len=1500)/UDP(sport=5555, dport=6666))",
+        // IPv6 MTU 1200, below the 1280 minimum.
+        "send(IPv6(src='fd54:54:54:1::2', dst='fd54:54:54:1::1')/ICMPv6PacketTooBig(mtu=1200)/IPv6(src='fd54:54:54:1::1', dst='fd54:54:54:3::2', plen=1460)/UDP(sport=5555, dport=6666))",
+        // IPv4 MTU 60, below even RFC 791's 68.
+        "send(IP(src='192.168.5.2', dst='192.168.5.1')/ICMP(type=3, code=4, nexthopmtu=60)/IP(src='192.168.5.1', dst='192.168.7.2', len=1500)/UDP(sport=5555, dport=6666))",
+    ];
+    for line in forge {
+        // Debian's scapy serves /usr/bin/python3, not a python3 earlier on PATH.
+        lab.r1.run("/usr/bin/python3", &["-c", &format!("from scapy.all import *\n{line}")]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let run = trace.stop(libc::SIGTERM, EXIT);
+    let (events, table) = parse_json(&run);
+
+    let forged: Vec<(u64, Vec<String>)> = events
+        .iter()
+        .filter(|e| e["verdict"] == "invalid")
+        .map(|e| {
+            let reasons = e["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+            (e["mtu"].as_u64().unwrap(), reasons)
+        })
+        .collect();
+    assert_eq!(
+        sorted(&forged),
+        sorted(&[
+            (60, vec!["below-floor".to_string(), "unknown-flow".to_string()]),
+            (1000, vec!["unknown-flow".to_string()]),
+            (1200, vec!["below-floor".to_string(), "unknown-flow".to_string()]),
+        ]),
+        "{events:#?}"
+    );
+    assert_eq!(events.iter().filter(|e| e["verdict"] == "valid").count(), 4, "the real ones");
+    for target in [V4, V6] {
+        let r = row(&table, target);
+        assert_eq!(r["pmtu"], 1350, "{r}");
+        assert_eq!(r["events"], 2, "{r}");
+    }
+    assert_eq!(table["counters"]["events_ignored"], 3);
+    assert_eq!(table["counters"]["invalid"], 3);
+}
+
+/// With --accept-unvalidated (and a warning) the same forgery does shape
+/// the table: the switch works, and is loud.
+#[test]
+fn accept_unvalidated_lets_forgeries_in_loudly() {
+    if !require_root("accept_unvalidated_lets_forgeries_in_loudly") {
+        return;
+    }
+    let lab = SeedLab::build().unwrap();
+    let trace = start_trace(&lab.h0, &["-i", SeedLab::H0_IF, "--json", "--accept-unvalidated"]);
+    probe(&lab, V4);
+    lab.r1
+        .run(
+            "/usr/bin/python3",
+            &["-c", "from scapy.all import *\nsend(IP(src='192.168.5.2', dst='192.168.5.1')/ICMP(type=3, code=4, nexthopmtu=1000)/IP(src='192.168.5.1', dst='192.168.7.2', len=1500)/UDP(sport=5555, dport=6666))"],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let run = trace.stop(libc::SIGTERM, EXIT);
+    assert!(run.stderr.iter().any(|l| l.contains("WARNING: --accept-unvalidated")), "{:?}", run.stderr);
+    let (_, table) = parse_json(&run);
+    assert_eq!(row(&table, V4)["pmtu"], 1000);
+    assert_eq!(table["counters"]["events_ignored"], 0);
+}
