@@ -4,6 +4,7 @@
 pub mod cases;
 pub mod clamp_cases;
 pub mod frames;
+pub mod fuzz;
 pub mod procs;
 pub mod residue;
 

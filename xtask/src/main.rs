@@ -1,6 +1,7 @@
 //! `cargo xtask build | test | run`: everything a new user or CI needs,
 //! including installing the eBPF toolchain and the lab tools when missing.
 
+mod fuzz;
 mod setup;
 mod tally;
 
@@ -25,6 +26,13 @@ enum Cmd {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Run the fuzz targets (cargo-fuzz, nightly) for SECS seconds each.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Targets to run (default: all).
+        targets: Vec<String>,
     },
     /// Build, then run `pmtu ARGS`; with no ARGS, `pmtu demo`.
     Run {
@@ -79,6 +87,7 @@ fn main() -> anyhow::Result<()> {
                 .env("PMTU_BIN", &bin);
             tally::run(cmd)?;
         }
+        Cmd::Fuzz { secs, targets } => fuzz::run(&workspace_root(), secs, &targets)?,
         Cmd::Run { args } => {
             setup::packages(setup::RUN_PACKAGES)?;
             let bin = build()?;

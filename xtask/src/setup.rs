@@ -28,7 +28,7 @@ fn output(cmd: &mut Command) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn run_or(cmd: &mut Command, fix: &str) -> anyhow::Result<()> {
+pub fn run_or(cmd: &mut Command, fix: &str) -> anyhow::Result<()> {
     eprintln!("xtask: running {cmd:?}");
     let status = cmd.status().with_context(|| format!("cannot run {cmd:?}; {fix}"))?;
     if !status.success() {

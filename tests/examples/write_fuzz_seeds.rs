@@ -1,0 +1,47 @@
+//! Writes the fuzz seed corpus (fuzz/corpus/<target>/) from the test frame
+//! corpora. Run after the corpora change:
+//! `cargo run -p pmtu-tests --example write_fuzz_seeds`.
+
+use std::{fs, path::PathBuf};
+
+use pmtu_common::{
+    event::PtbEvent,
+    parse::{Outcome, SlicePacket, parse_ptb},
+};
+use pmtu_tests::{cases::corpus, clamp_cases::clamp_corpus};
+
+fn write(target: &str, name: &str, data: &[u8]) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    fs::create_dir_all(&dir).expect("corpus directory");
+    let file: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    fs::write(dir.join(file), data).expect("seed file");
+}
+
+fn main() {
+    let mut records = Vec::new();
+    for case in corpus() {
+        write("parse_frame", &case.name, &case.frame);
+        let mut ev = PtbEvent::zeroed();
+        if parse_ptb(&SlicePacket(&case.frame), &mut ev) == Outcome::Ptb {
+            ev.ts_ns = 1_000_000_000 * (records.len() as u64 / 104 + 1);
+            write("ring_record", &case.name, bytemuck::bytes_of(&ev));
+            records.extend_from_slice(bytemuck::bytes_of(&ev));
+        }
+    }
+    for case in clamp_corpus() {
+        write("parse_frame", &format!("clamp {}", case.name), &case.frame);
+    }
+    write("table_ops", "all records", &records);
+    write("table_ops", "records and expiries", &[&records[..208], &[200u8; 7][..], &records[208..416]].concat());
+    write("table_ops", "one destination over and over", &records[..104].repeat(20));
+    for (name, line) in [
+        ("trace", "trace\0-i\0eth0\0--json\0--duration\x002.5"),
+        ("trace all", "trace\0-i\0eth0\0-i\0eth1\0--hook\0tc\0--expires\060\0--max-destinations\0100\0--accept-unvalidated\0--rate-per-reporter\00\0--ring-kib\064"),
+        ("clamp", "clamp\0-i\0eth0\0--set-mss\01200\0--json"),
+        ("clamp pmtu", "clamp\0-i\0eth0\0--to-pmtu\0--duration\01"),
+        ("bad", "trace\0--duration\0-1\0-i"),
+    ] {
+        write("cli_args", name, line.as_bytes());
+    }
+    println!("seed corpus written under fuzz/corpus/");
+}

@@ -1,0 +1,96 @@
+//! Fuzz target bodies: libFuzzer runs them (`cargo xtask fuzz`), and the
+//! test suite replays every corpus input through them on stable Rust.
+//! Each body must never panic on any input; the assertions are invariants.
+
+use std::num::NonZeroUsize;
+
+use clap::Parser as _;
+use pmtu_common::{
+    event::PtbEvent,
+    flow::FlowKey,
+    parse::{Outcome, SlicePacket, Syn, SynOutcome, parse_ptb, parse_sent, parse_syn, quoted_flow},
+    tcpopt::scan_options,
+    validate::intrinsic_reasons,
+};
+use pmtu_user::{
+    clock::WallClock,
+    decode::decode,
+    render::{event_json, event_text},
+    table::Table,
+};
+
+/// Every parser in pmtu-common over one frame.
+pub fn parse_frame(data: &[u8]) {
+    let pkt = SlicePacket(data);
+    let mut ev = PtbEvent::zeroed();
+    if parse_ptb(&pkt, &mut ev) == Outcome::Ptb {
+        assert!(ev.family == 4 || ev.family == 6);
+        let _ = intrinsic_reasons(&ev);
+        let _ = quoted_flow(&ev);
+    }
+    let mut syn = Syn::default();
+    if parse_syn(&pkt, &mut syn) == SynOutcome::Syn {
+        assert!(syn.l3 < syn.l4 && syn.l4 + syn.tcp_hdr_len <= syn.ip_end && syn.ip_end <= data.len());
+        let scan = scan_options(&pkt, syn.l4 + 20, syn.tcp_hdr_len - 20);
+        for m in &scan.mss[..scan.mss_count as usize] {
+            assert!(m.value_at + 2 <= syn.l4 + syn.tcp_hdr_len);
+        }
+    }
+    let mut key = FlowKey::default();
+    let _ = parse_sent(&pkt, &mut key);
+}
+
+/// A ring record as the kernel would hand it over, then both renderings.
+pub fn ring_record(data: &[u8]) {
+    if let Ok(ptb) = decode(data) {
+        let clock = WallClock::with_offset_ns(0);
+        let json = event_json(&ptb, "eth0", &clock);
+        let v: serde_json::Value = serde_json::from_str(&json).expect("event JSON parses");
+        assert!(v["verdict"] == "valid" || v["verdict"] == "invalid");
+        let _ = event_text(&ptb, "eth0", &clock);
+    }
+}
+
+/// Command lines: NUL-separated arguments after `pmtu`.
+pub fn cli_args(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let args = std::iter::once("pmtu").chain(text.split('\0'));
+    if let Ok(cli) = pmtu_user::cli::Cli::try_parse_from(args) {
+        match cli.command {
+            pmtu_user::cli::Command::Trace(t) => {
+                let _: pmtu_user::trace::TraceOptions = t.into();
+            }
+            pmtu_user::cli::Command::Clamp(c) => {
+                let _: pmtu_user::clamp::ClampOptions = c.into();
+            }
+            pmtu_user::cli::Command::Demo(_) => {}
+        }
+    }
+}
+
+/// A sequence of table operations: 104-byte records and expiries.
+pub fn table_ops(data: &[u8]) {
+    let mut table = Table::new(NonZeroUsize::new(8).unwrap(), 600);
+    let mut now = 0u64;
+    for chunk in data.chunks(size_of::<PtbEvent>()) {
+        match decode(chunk) {
+            Ok(ptb) => {
+                now = now.max(ptb.ts_ns);
+                table.record(&ptb);
+            }
+            Err(_) => {
+                now = now.saturating_add(chunk.first().copied().unwrap_or(1) as u64 * 1_000_000_000);
+                table.expire(now);
+            }
+        }
+        assert!(table.len() <= 8);
+    }
+    for row in table.rows(now) {
+        assert!(row.reporters.iter().any(|r| r.mtu == row.pmtu));
+        assert!(row.reporters.len() <= pmtu_user::table::MAX_REPORTERS);
+    }
+}
+
+/// The targets by name, for replay.
+pub const TARGETS: [(&str, fn(&[u8])); 4] =
+    [("parse_frame", parse_frame), ("ring_record", ring_record), ("cli_args", cli_args), ("table_ops", table_ops)];
