@@ -7,6 +7,7 @@ pub mod frames;
 pub mod fuzz;
 pub mod procs;
 pub mod residue;
+pub mod soak;
 
 use std::{io::Write as _, path::PathBuf};
 

@@ -3,6 +3,7 @@
 
 mod fuzz;
 mod setup;
+mod soak;
 mod tally;
 
 use std::{path::PathBuf, process::Command};
@@ -33,6 +34,13 @@ enum Cmd {
         secs: u64,
         /// Targets to run (default: all).
         targets: Vec<String>,
+    },
+    /// Flood a router running pmtu trace and clamp with PTBs while TCP
+    /// crosses it; print the figures; fail on a stall, a broken event
+    /// identity or memory growth.
+    Soak {
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
     },
     /// Build, then run `pmtu ARGS`; with no ARGS, `pmtu demo`.
     Run {
@@ -86,6 +94,11 @@ fn main() -> anyhow::Result<()> {
                 .args(&args)
                 .env("PMTU_BIN", &bin);
             tally::run(cmd)?;
+        }
+        Cmd::Soak { secs } => {
+            setup::packages(setup::TEST_PACKAGES)?;
+            let bin = build()?;
+            soak::run(&workspace_root(), &bin, secs)?;
         }
         Cmd::Fuzz { secs, targets } => fuzz::run(&workspace_root(), secs, &targets)?,
         Cmd::Run { args } => {
