@@ -389,6 +389,11 @@ pub fn corpus() -> Vec<Case> {
         Expect::Ptb(with_reasons(want6(1400, 6, Some((0, 0)), 1500), REASON_TRUNCATED_QUOTE)),
     ));
     c.push(case(
+        "v6 ICMPv6 of 8 bytes, nothing quoted",
+        eth(&[], ETH_P_IPV6, &V6::new(R1V6, H0V6, 58).build(&icmp6(R1V6, H0V6, 2, 0, 1400u32.to_be_bytes(), &[]))),
+        Expect::Other(Malformed),
+    ));
+    c.push(case(
         "v6 ICMPv6 truncated at 4 bytes",
         eth(&[], ETH_P_IPV6, &V6::new(R1V6, H0V6, 58).build(&icmp6(R1V6, H0V6, 2, 0, 1400u32.to_be_bytes(), &[])[..4])),
         Expect::Other(Malformed),

@@ -17,8 +17,8 @@ fn main() -> ExitCode {
         Ok(f) => {
             println!("{}", f.report());
             let mut ok = true;
-            if !f.transfer_completed {
-                eprintln!("soak: FAIL: the transfer did not complete under the flood");
+            if !f.transfers_ok() {
+                eprintln!("soak: FAIL: transfers did not all complete under the flood");
                 ok = false;
             }
             if !f.identity_holds() {
