@@ -59,6 +59,19 @@ pub fn pmtu_clamp_tc_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// Does nothing: the floor `cargo xtask bench` measures the others against
+/// (BPF_PROG_TEST_RUN's own cost per run). Never attached by pmtu.
+#[xdp]
+pub fn pmtu_noop_xdp(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// The tc floor, as above.
+#[classifier]
+pub fn pmtu_noop_tc(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -39,6 +39,9 @@ pub const MAP_CLAMP_POLICY: &str = "CLAMP_POLICY";
 pub const MAP_CLAMP_COUNTERS: &str = "CLAMP_COUNTERS";
 pub const MAP_OBSERVER_CONFIG: &str = "OBSERVER_CONFIG";
 
+pub const PROG_NOOP_XDP: &str = "pmtu_noop_xdp";
+pub const PROG_NOOP_TC: &str = "pmtu_noop_tc";
+
 /// Which programs a command loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -46,6 +49,8 @@ pub enum Role {
     Observer,
     /// MSS clamper: tc ingress and egress (`pmtu clamp`).
     Clamper,
+    /// Everything, no-op floors included (`cargo xtask bench`).
+    Bench,
 }
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_COUNTERS: &str = "COUNTERS";
@@ -152,16 +157,20 @@ impl Programs {
             .load(EBPF_OBJECT)
             .context("loading pmtu's eBPF object")
             .map_err(explain)?;
-        let tc_programs: &[&str] = match role {
-            Role::Observer => {
-                let xdp: &mut Xdp = program(&mut ebpf, PROG_XDP)?.try_into()?;
-                xdp.load()
-                    .with_context(|| format!("the kernel refused program {PROG_XDP}"))
-                    .map_err(explain)?;
-                &[PROG_TC_INGRESS, PROG_TC_EGRESS]
-            }
-            Role::Clamper => &[PROG_CLAMP_INGRESS, PROG_CLAMP_EGRESS],
+        let (xdp_programs, tc_programs): (&[&str], &[&str]) = match role {
+            Role::Observer => (&[PROG_XDP], &[PROG_TC_INGRESS, PROG_TC_EGRESS]),
+            Role::Clamper => (&[], &[PROG_CLAMP_INGRESS, PROG_CLAMP_EGRESS]),
+            Role::Bench => (
+                &[PROG_XDP, PROG_NOOP_XDP],
+                &[PROG_TC_INGRESS, PROG_TC_EGRESS, PROG_CLAMP_INGRESS, PROG_CLAMP_EGRESS, PROG_NOOP_TC],
+            ),
         };
+        for &name in xdp_programs {
+            let xdp: &mut Xdp = program(&mut ebpf, name)?.try_into()?;
+            xdp.load()
+                .with_context(|| format!("the kernel refused program {name}"))
+                .map_err(explain)?;
+        }
         for &name in tc_programs {
             let tc: &mut SchedClassifier = program(&mut ebpf, name)?.try_into()?;
             tc.load()

@@ -1,6 +1,7 @@
 //! Shared helpers for pmtu's integration tests: the frame corpus, the
 //! root-or-skip rule, and locating the `pmtu` binary.
 
+pub mod bench;
 pub mod cases;
 pub mod clamp_cases;
 pub mod frames;

@@ -155,12 +155,17 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the soak for `secs` seconds.
+/// Runs the soak for `secs` seconds with the tracer's default limits.
 pub fn run(secs: u64) -> anyhow::Result<Figures> {
+    run_with(secs, &[])
+}
+
+/// Runs the soak with extra `pmtu trace` arguments (ring size, limits).
+pub fn run_with(secs: u64, trace_args: &[&str]) -> anyhow::Result<Figures> {
     let lab = BlackHoleLab::build()?;
     let bin = crate::pmtu_bin();
     let ifs = ["-i", BlackHoleLab::R1_IF_C0, "-i", BlackHoleLab::R1_IF_R2];
-    let mut trace = Proc::spawn(pmtu_in(&lab.r1, &bin, &[&["trace"][..], &ifs, &["--json"]].concat()), "pmtu trace");
+    let mut trace = Proc::spawn(pmtu_in(&lab.r1, &bin, &[&["trace"][..], &ifs, &["--json"], trace_args].concat()), "pmtu trace");
     trace.wait_for_stderr("attached to", Duration::from_secs(30));
     let mut clamp = Proc::spawn(pmtu_in(&lab.r1, &bin, &[&["clamp"][..], &ifs, &["--to-pmtu", "--json"]].concat()), "pmtu clamp");
     clamp.wait_for_stderr("attached to", Duration::from_secs(30));

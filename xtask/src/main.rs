@@ -42,6 +42,14 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         secs: u64,
     },
+    /// Measure (no assertions): in-kernel cost, forwarding and SYN rate
+    /// against iptables/nftables, event pipeline, memory, start-up. Writes
+    /// target/bench/report.json and BENCHMARKS.md.
+    Bench {
+        /// A shorter run (about two minutes).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build, then run `pmtu ARGS`; with no ARGS, `pmtu demo`.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -94,6 +102,18 @@ fn main() -> anyhow::Result<()> {
                 .args(&args)
                 .env("PMTU_BIN", &bin);
             tally::run(cmd)?;
+        }
+        Cmd::Bench { quick } => {
+            setup::packages(setup::BENCH_PACKAGES)?;
+            let bin = build()?;
+            let root = workspace_root();
+            run(cargo().current_dir(&root).args(["build", "--release", "--locked", "-p", "pmtu-tests", "--bin", "pmtu-bench"]))?;
+            let mut cmd = Command::new(root.join("target/release/pmtu-bench"));
+            cmd.current_dir(&root).env("PMTU_BIN", &bin);
+            if quick {
+                cmd.arg("--quick");
+            }
+            run(&mut cmd)?;
         }
         Cmd::Soak { secs } => {
             setup::packages(setup::TEST_PACKAGES)?;

@@ -23,6 +23,19 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("scapy", "python3-scapy"),
 ];
 
+pub const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("tc", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("tcpdump", "tcpdump"),
+    ("setpriv", "util-linux"),
+    ("iptables", "iptables"),
+    ("ethtool", "ethtool"),
+    ("scapy", "python3-scapy"),
+    ("iperf3", "iperf3"),
+    ("nft", "nftables"),
+];
+
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())

@@ -1,0 +1,79 @@
+//! Section 5: userspace memory with 1k, 100k and 1M distinct destinations
+//! fed into the table, each in a fresh process so RSS is its own.
+
+use std::{num::NonZeroUsize, process::Command};
+
+use pmtu_user::{
+    decode::{Hook, Ptb},
+    table::{DEFAULT_EXPIRES_SECS, DEFAULT_MAX_DESTINATIONS, Table},
+};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct MemoryPoint {
+    pub destinations_fed: u64,
+    pub table_len: u64,
+    pub max_destinations: u64,
+    pub rss_kib: u64,
+    pub rss_before_kib: u64,
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// In this process: feed `n` destinations, print one JSON MemoryPoint.
+pub fn feed(n: u64) -> MemoryPoint {
+    let before = rss_kib();
+    let mut table = Table::new(NonZeroUsize::new(DEFAULT_MAX_DESTINATIONS).expect("cap"), DEFAULT_EXPIRES_SECS);
+    for i in 0..n {
+        let dst = std::net::Ipv6Addr::from((0xfd00u128 << 112) | i as u128);
+        table.record(&Ptb {
+            ts_ns: 1 + i,
+            ifindex: 2,
+            hook: Hook::Xdp,
+            family: 6,
+            reporter: "fd00::1".parse().expect("addr"),
+            to: "fd00::2".parse().expect("addr"),
+            mtu: 1400,
+            mtu_estimated: false,
+            orig_src: "fd00::2".parse().expect("addr"),
+            orig_dst: dst.into(),
+            proto: 6,
+            sport: Some(1),
+            dport: Some(2),
+            quoted_len: 1500,
+            reasons: 0,
+        });
+    }
+    MemoryPoint {
+        destinations_fed: n,
+        table_len: table.len() as u64,
+        max_destinations: DEFAULT_MAX_DESTINATIONS as u64,
+        rss_kib: rss_kib(),
+        rss_before_kib: before,
+    }
+}
+
+/// Runs `feed` in child processes (`pmtu-bench mem N`).
+pub fn measure(bench_exe: &std::path::Path) -> anyhow::Result<Vec<MemoryPoint>> {
+    let mut points = Vec::new();
+    for n in [1_000u64, 100_000, 1_000_000] {
+        let out = Command::new(bench_exe).args(["mem", &n.to_string()]).output()?;
+        if !out.status.success() {
+            anyhow::bail!("memory child failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        points.push(MemoryPoint {
+            destinations_fed: v["destinations_fed"].as_u64().unwrap_or(0),
+            table_len: v["table_len"].as_u64().unwrap_or(0),
+            max_destinations: v["max_destinations"].as_u64().unwrap_or(0),
+            rss_kib: v["rss_kib"].as_u64().unwrap_or(0),
+            rss_before_kib: v["rss_before_kib"].as_u64().unwrap_or(0),
+        });
+    }
+    Ok(points)
+}

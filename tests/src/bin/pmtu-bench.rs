@@ -1,0 +1,63 @@
+//! `cargo xtask bench [--quick]` runs this: every section of the bench,
+//! target/bench/report.json, and BENCHMARKS.md generated from it.
+//! `pmtu-bench mem N` is the memory section's child process.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use pmtu_tests::bench::{Machine, Plan, Report, forward, kernel, markdown, memory, pipeline, startup};
+
+fn run(quick: bool, out: PathBuf, md: PathBuf) -> anyhow::Result<()> {
+    let plan = Plan::new(quick);
+    let say = |s: &str| eprintln!("bench: {s}");
+    say("1/6 in-kernel cost (BPF_PROG_TEST_RUN)");
+    let prog_cost = kernel::measure(&plan)?;
+    let jited = prog_cost.jited_bytes.iter().all(|(_, b)| *b > 0);
+    say("2-3/6 forwarding and SYN rate (iperf3, short connections)");
+    let (forwarding, syn_rate) = forward::measure(&plan)?;
+    say("4/6 event pipeline");
+    let pipeline = pipeline::measure(&plan)?;
+    say("5/6 memory");
+    let memory = memory::measure(&std::env::current_exe()?)?;
+    say("6/6 start-up");
+    let startup = startup::measure(&plan)?;
+    let report = Report {
+        command: if quick { "cargo xtask bench --quick".into() } else { "cargo xtask bench".into() },
+        plan,
+        machine: Machine::probe(jited),
+        prog_cost,
+        forwarding,
+        syn_rate,
+        pipeline,
+        memory,
+        startup,
+    };
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(&md, markdown::render(&report))?;
+    println!("bench: wrote {} and {}", out.display(), md.display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("mem") {
+        let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+        println!("{}", serde_json::to_string(&memory::feed(n)).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let value = |flag: &str, default: &str| {
+        args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+    };
+    let out = PathBuf::from(value("--out", "target/bench/report.json"));
+    let md = PathBuf::from(value("--md", "BENCHMARKS.md"));
+    match run(quick, out, md) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
