@@ -20,7 +20,7 @@ pub const EVENTS_SUBMITTED: u32 = 6;
 pub const RATE_LIMITED: u32 = 7;
 /// Events submitted with at least one `validate::REASON_*` bit.
 pub const INVALID: u32 = 8;
-/// Outgoing packets whose flow was recorded (tc egress).
+/// New flows recorded from outgoing packets (tc egress).
 pub const FLOWS_RECORDED: u32 = 9;
 /// A flow or rate-limit map refused an insert (the event went on).
 pub const MAP_UPDATE_FAILED: u32 = 10;

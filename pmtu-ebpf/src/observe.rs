@@ -1,7 +1,7 @@
 //! PTB observer: parse, validate, rate-limit, hand the event to userspace;
 //! and, at egress, remember the flows that leave.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::{bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns};
 use pmtu_common::{
     counters,
     event::{HOOK_TC_EGRESS, PtbEvent},
@@ -145,6 +145,11 @@ fn rate_limit(reporter: &[u8; 16], now: u64, cfg: &ObserverConfig) -> Take {
     }
 }
 
+/// How stale `last_seen_ns` may get before a packet refreshes it: far
+/// below any flow timeout, and it spares the shared map entry a store per
+/// packet.
+const REFRESH_NS: u64 = 100_000_000;
+
 /// Remembers the flow of a packet leaving through tc egress.
 #[inline(never)]
 pub fn record_flow<P: Packet>(pkt: &P) {
@@ -152,13 +157,17 @@ pub fn record_flow<P: Packet>(pkt: &P) {
     let Some(sent) = parse_sent(pkt, &mut key) else {
         return;
     };
+    // The coarse clock (jiffies resolution) is plenty for a 120 s timeout
+    // and cheaper than the precise one on every egress packet.
     // SAFETY: no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     match FLOWS.get_ptr_mut(&key) {
         Some(state) => {
             // SAFETY: a valid map value; a racing update only blurs the window.
             let state = unsafe { &mut *state };
-            state.last_seen_ns = now;
+            if now.saturating_sub(state.last_seen_ns) > REFRESH_NS {
+                state.last_seen_ns = now;
+            }
             if sent.tcp {
                 record_seq(state, sent.seq, sent.seq_len, false);
             }
@@ -173,7 +182,7 @@ pub fn record_flow<P: Packet>(pkt: &P) {
                 count(counters::MAP_UPDATE_FAILED);
                 return;
             }
+            count(counters::FLOWS_RECORDED);
         }
     }
-    count(counters::FLOWS_RECORDED);
 }

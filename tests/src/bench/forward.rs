@@ -1,7 +1,8 @@
 //! Sections 2 and 3: TCP throughput (iperf3) and new connections per second
-//! through a router namespace, c — r — s over veth with MTU 1500, for six
+//! through a router namespace, c — r — s over veth with MTU 1500, for the
 //! arms measured in interleaved rounds: no program, iptables TCPMSS,
-//! nftables `maxseg size set rt mtu`, pmtu observer, pmtu clamper, both.
+//! nftables `maxseg size set rt mtu`, pmtu observer (XDP, and tc ingress),
+//! pmtu clamper, observer and clamper.
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
@@ -22,7 +23,15 @@ use crate::procs::{Proc, pmtu_in};
 
 const SERVER: &str = "10.2.2.2";
 
-pub const ARMS: [&str; 6] = ["none", "iptables TCPMSS", "nftables maxseg", "pmtu observer", "pmtu clamper", "pmtu observer + clamper"];
+pub const ARMS: [&str; 7] = [
+    "none",
+    "iptables TCPMSS",
+    "nftables maxseg",
+    "pmtu observer",
+    "pmtu observer --hook tc",
+    "pmtu clamper",
+    "pmtu observer + clamper",
+];
 
 #[derive(Debug, Serialize)]
 pub struct Arm {
@@ -122,6 +131,7 @@ fn setup<'a>(lab: &'a RouterLab, arm: &str) -> anyhow::Result<Setup<'a>> {
             Setup::Nft(&lab.r)
         }
         "pmtu observer" => Setup::Pmtu(vec![pmtu(&[&["trace"][..], &ifs].concat())]),
+        "pmtu observer --hook tc" => Setup::Pmtu(vec![pmtu(&[&["trace", "--hook", "tc"][..], &ifs].concat())]),
         "pmtu clamper" => Setup::Pmtu(vec![pmtu(&[&["clamp", "--to-pmtu"][..], &ifs].concat())]),
         _ => Setup::Pmtu(vec![pmtu(&[&["trace"][..], &ifs].concat()), pmtu(&[&["clamp", "--to-pmtu"][..], &ifs].concat())]),
     })
