@@ -7,7 +7,11 @@
 //! errors reported) on every orderly exit, and `Drop` covers the rest. No
 //! clsact qdisc is ever added, so none can be left behind.
 
-use std::{ffi::CString, io};
+use std::{
+    ffi::CString,
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _},
+};
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
@@ -102,6 +106,42 @@ pub fn ifname(index: u32) -> Option<String> {
     // SAFETY: on success the buffer holds a NUL-terminated name.
     let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
     Some(name.to_string_lossy().into_owned())
+}
+
+/// The kernel driver behind `iface` (`ethtool -i`), if it says.
+pub fn driver(iface: &str) -> Option<String> {
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 160],
+        counts: [u32; 5],
+    }
+    const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+    let mut info = DrvInfo { cmd: ETHTOOL_GDRVINFO, driver: [0; 32], rest: [0; 160], counts: [0; 5] };
+    // SAFETY: an all-zero ifreq is valid; the name fits (checked below).
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    if iface.len() >= ifr.ifr_name.len() {
+        return None;
+    }
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(iface.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    // SAFETY: a datagram socket for the ioctl, closed by OwnedFd.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is ours.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCETHTOOL with a valid ifreq pointing at a GDRVINFO buffer.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) };
+    if rc != 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(info.driver.len());
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
 /// True if `err` (anywhere in its chain) is a permission error from the kernel.
@@ -259,8 +299,16 @@ impl Programs {
             .program_mut(PROG_XDP)
             .context("XDP program missing")?
             .try_into()?;
+        // On veth, any XDP program moves received packets to veth's XDP path,
+        // without the GRO/GSO aggregation forwarded traffic otherwise keeps:
+        // throughput drops by ~80% (BENCHMARKS.md). Say so; --hook tc avoids it.
+        let hint = if driver(iface).as_deref() == Some("veth") {
+            " (veth: XDP costs forwarded throughput dearly here, see BENCHMARKS.md; --hook tc does not)"
+        } else {
+            ""
+        };
         let (id, line) = match prog.attach(iface, XdpMode::Driver) {
-            Ok(id) => (id, format!("{iface}: XDP ingress, driver mode")),
+            Ok(id) => (id, format!("{iface}: XDP ingress, driver mode{hint}")),
             Err(driver_err) => {
                 let id = prog.attach(iface, XdpMode::Skb).map_err(|skb_err| {
                     explain(anyhow!(skb_err).context(format!(
