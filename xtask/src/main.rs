@@ -104,7 +104,8 @@ fn main() -> anyhow::Result<()> {
             tally::run(cmd)?;
         }
         Cmd::Bench { quick } => {
-            setup::packages(setup::BENCH_PACKAGES)?;
+            setup::packages(setup::TEST_PACKAGES)?;
+            setup::packages(setup::BENCH_EXTRA_PACKAGES)?;
             let bin = build()?;
             let root = workspace_root();
             run(cargo().current_dir(&root).args(["build", "--release", "--locked", "-p", "pmtu-tests", "--bin", "pmtu-bench"]))?;

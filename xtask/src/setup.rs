@@ -23,18 +23,8 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("scapy", "python3-scapy"),
 ];
 
-pub const BENCH_PACKAGES: &[(&str, &str)] = &[
-    ("ip", "iproute2"),
-    ("tc", "iproute2"),
-    ("ping", "iputils-ping"),
-    ("tcpdump", "tcpdump"),
-    ("setpriv", "util-linux"),
-    ("iptables", "iptables"),
-    ("ethtool", "ethtool"),
-    ("scapy", "python3-scapy"),
-    ("iperf3", "iperf3"),
-    ("nft", "nftables"),
-];
+/// What the bench needs beyond the tests' packages.
+pub const BENCH_EXTRA_PACKAGES: &[(&str, &str)] = &[("iperf3", "iperf3"), ("nft", "nftables")];
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;

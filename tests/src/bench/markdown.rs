@@ -156,6 +156,27 @@ pub fn render(r: &Report) -> String {
         );
     }
     let _ = writeln!(out);
+    let above = |prog: &str, class: &str| {
+        pc.rows.iter().find(|r| r.program == prog && r.class == class).map_or(f64::NAN, |r| r.ns.median - r.floor_ns)
+    };
+    let _ = writeln!(
+        out,
+        "Where the time goes: on the fast path (a TCP data segment) the XDP observer adds {:.0} ns \
+         over its floor and the tc ingress observer {:.0} ns: two or three load-bytes helper calls \
+         and a per-CPU counter. The tc egress observer adds {:.0} ns, the most of any program on \
+         ordinary traffic, because it also records the flow (a second parse and an LRU hash lookup \
+         with a 40-byte key on every outgoing packet) for PTB validation. The clamper adds {:.0} ns \
+         to a data segment (parse to the TCP flags) and {:.0} ns to a SYN it rewrites (option walk, \
+         store, checksum fix). A valid PTB costs the XDP observer {:.0} ns (flow lookup, two token \
+         buckets, ring reserve and submit), a rate-limited one {:.0} ns.\n",
+        above("pmtu_observe_xdp", "tcp-data"),
+        above("pmtu_observe_tc_ingress", "tcp-data"),
+        above("pmtu_observe_tc_egress", "tcp-data"),
+        above("pmtu_clamp_tc_ingress", "tcp-data"),
+        above("pmtu_clamp_tc_ingress", "syn-rewrite"),
+        above("pmtu_observe_xdp", "ptb-valid"),
+        above("pmtu_observe_xdp", "ptb-rate-limited"),
+    );
 
     let _ = writeln!(out, "## 2. Forwarding throughput through a router (iperf3, TCP)\n");
     let _ = writeln!(
