@@ -148,7 +148,9 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         return Ok(());
     }
     // Whatever the programs submitted before they were detached.
-    let _ = consumer.drain(ring.get_mut());
+    if consumer.drain(ring.get_mut()).is_err() {
+        return Ok(()); // stdout is gone: nobody to print the table to.
+    }
 
     let totals = Totals {
         kernel: observer.counters()?,
