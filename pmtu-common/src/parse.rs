@@ -121,14 +121,20 @@ pub fn parse_l2<P: Packet>(pkt: &P) -> Result<L3, Outcome> {
 /// context fields (`ts_ns`, `ifindex`, `hook`) that only the program knows.
 #[inline(always)]
 pub fn parse_ptb<P: Packet>(pkt: &P, ev: &mut PtbEvent) -> Outcome {
-    let l3 = match parse_l2(pkt) {
-        Ok(l3) => l3,
-        Err(outcome) => return outcome,
-    };
-    match l3.ethertype {
-        ETH_P_IP => parse_v4(pkt, l3.offset, ev),
-        ETH_P_IPV6 => parse_v6(pkt, l3.offset, ev),
-        _ => Outcome::NotIp,
+    match parse_ip(pkt) {
+        Ok(ip) => parse_ptb_at(pkt, &ip, ev),
+        Err(no) => no.into(),
+    }
+}
+
+/// The PTB parser from an IP header [`parse_ip`] already walked: programs
+/// that also look at other traffic parse L2 and L3 once.
+#[inline(always)]
+pub fn parse_ptb_at<P: Packet>(pkt: &P, ip: &Ip, ev: &mut PtbEvent) -> Outcome {
+    match (ip.family, ip.proto) {
+        (4, IPPROTO_ICMP) => parse_v4(pkt, ip, ev),
+        (6, IPPROTO_ICMPV6) => parse_v6(pkt, ip, ev),
+        _ => Outcome::NotPtb,
     }
 }
 
@@ -160,27 +166,9 @@ fn be16(b: [u8; 2]) -> u16 {
 }
 
 #[inline(always)]
-fn parse_v4<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
-    // Version/IHL, TOS, total length, id, flags/fragment offset, TTL, protocol.
-    let Some(ip) = pkt.read::<10>(off) else {
-        return Outcome::Malformed;
-    };
-    let ihl = ((ip[0] & 0x0f) as usize) * 4;
-    let total = be16([ip[2], ip[3]]) as usize;
-    // ip_rcv_core() drops a datagram longer than what arrived, too.
-    if ip[0] >> 4 != 4 || ihl < 20 || total < ihl || off + total > pkt.len() {
-        return Outcome::Malformed;
-    }
-    // RFC 791: only the first fragment (offset 0) carries the ICMP header.
-    if be16([ip[6], ip[7]]) & 0x1fff != 0 {
-        return Outcome::FragmentSkipped;
-    }
-    if ip[9] != IPPROTO_ICMP {
-        return Outcome::NotPtb;
-    }
-    let end = off + total;
-    let icmp_off = off + ihl;
-    let Some(icmp) = within::<P, 8>(pkt, icmp_off, end) else {
+fn parse_v4<P: Packet>(pkt: &P, ip: &Ip, ev: &mut PtbEvent) -> Outcome {
+    let end = ip.ip_end;
+    let Some(icmp) = within::<P, 8>(pkt, ip.l4, end) else {
         return Outcome::Malformed;
     };
     // RFC 792 Destination Unreachable, code 4: fragmentation needed and DF set.
@@ -190,7 +178,7 @@ fn parse_v4<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
     // RFC 1191 §4: Next-Hop MTU is the low-order 16 bits of the second word.
     let mtu = be16([icmp[6], icmp[7]]);
 
-    let q = icmp_off + 8;
+    let q = ip.l4 + 8;
     let Some(quoted) = within::<P, 10>(pkt, q, end) else {
         return Outcome::Malformed;
     };
@@ -199,24 +187,12 @@ fn parse_v4<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
         return Outcome::Malformed;
     }
     *ev = PtbEvent::zeroed();
-    let mut a = [0u8; 4];
-    if !within_into(pkt, off + 12, end, &mut a) {
+    let quote = Ip { family: 4, proto: quoted[9], more_fragments: false, l3: q, l4: q + qihl, ip_end: end };
+    if !read_addrs(pkt, ip, &mut ev.reporter, &mut ev.to)
+        || !read_addrs(pkt, &quote, &mut ev.orig_src, &mut ev.orig_dst)
+    {
         return Outcome::Malformed;
     }
-    ev.reporter[..4].copy_from_slice(&a);
-    if !within_into(pkt, off + 16, end, &mut a) {
-        return Outcome::Malformed;
-    }
-    ev.to[..4].copy_from_slice(&a);
-    if !within_into(pkt, q + 12, end, &mut a) {
-        return Outcome::Malformed;
-    }
-    ev.orig_src[..4].copy_from_slice(&a);
-    if !within_into(pkt, q + 16, end, &mut a) {
-        return Outcome::Malformed;
-    }
-    ev.orig_dst[..4].copy_from_slice(&a);
-
     let quoted_len = be16([quoted[2], quoted[3]]);
     ev.family = 4;
     ev.proto = quoted[9];
@@ -230,7 +206,7 @@ fn parse_v4<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
     // RFC 792: the quote carries at least 8 bytes of the datagram's data
     // (the L4 header's start, if the quoted packet was a first fragment).
     if be16([quoted[6], quoted[7]]) & 0x1fff == 0 {
-        read_l4_head(pkt, q + qihl, end, ev);
+        read_l4_head(pkt, quote.l4, end, ev);
     }
     Outcome::Ptb
 }
@@ -304,28 +280,9 @@ fn walk_ext<P: Packet>(pkt: &P, mut nh: u8, mut off: usize, end: usize) -> Walk 
 }
 
 #[inline(always)]
-fn parse_v6<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
-    // Version/class/flow, payload length, next header, hop limit.
-    let Some(ip) = pkt.read::<8>(off) else {
-        return Outcome::Malformed;
-    };
-    if ip[0] >> 4 != 6 {
-        return Outcome::Malformed;
-    }
-    // Payload length 0 means a jumbogram (RFC 2675); no PTB is ever one.
-    let end = off + 40 + be16([ip[4], ip[5]]) as usize;
-    if end > pkt.len() {
-        return Outcome::Malformed;
-    }
-    let (icmp_off, proto) = match walk_ext(pkt, ip[6], off + 40, end) {
-        Walk::Upper { proto, offset } => (offset, proto),
-        Walk::LaterFragment { .. } => return Outcome::FragmentSkipped,
-        Walk::Unfinished { .. } => return Outcome::Malformed,
-    };
-    if proto != IPPROTO_ICMPV6 {
-        return Outcome::NotPtb;
-    }
-    let Some(icmp) = within::<P, 8>(pkt, icmp_off, end) else {
+fn parse_v6<P: Packet>(pkt: &P, ip: &Ip, ev: &mut PtbEvent) -> Outcome {
+    let end = ip.ip_end;
+    let Some(icmp) = within::<P, 8>(pkt, ip.l4, end) else {
         return Outcome::Malformed;
     };
     // RFC 4443 §3.2: Packet Too Big is type 2; the MTU is the whole second word.
@@ -334,7 +291,7 @@ fn parse_v6<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
     }
     let mtu = u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]);
 
-    let q = icmp_off + 8;
+    let q = ip.l4 + 8;
     let Some(quoted) = within::<P, 8>(pkt, q, end) else {
         return Outcome::Malformed;
     };
@@ -342,10 +299,9 @@ fn parse_v6<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
         return Outcome::Malformed;
     }
     *ev = PtbEvent::zeroed();
-    if !(within_into(pkt, off + 8, end, &mut ev.reporter)
-        && within_into(pkt, off + 24, end, &mut ev.to)
-        && within_into(pkt, q + 8, end, &mut ev.orig_src)
-        && within_into(pkt, q + 24, end, &mut ev.orig_dst))
+    let quote = Ip { family: 6, proto: quoted[6], more_fragments: false, l3: q, l4: q + 40, ip_end: end };
+    if !read_addrs(pkt, ip, &mut ev.reporter, &mut ev.to)
+        || !read_addrs(pkt, &quote, &mut ev.orig_src, &mut ev.orig_dst)
     {
         return Outcome::Malformed;
     }
@@ -354,7 +310,7 @@ fn parse_v6<P: Packet>(pkt: &P, off: usize, ev: &mut PtbEvent) -> Outcome {
     ev.mtu = mtu;
     // The quote is cut at 1280 bytes (RFC 4443 §2.4 (c)), so the quoted chain
     // may end early: then report the last protocol seen and no ports.
-    match walk_ext(pkt, quoted[6], q + 40, end) {
+    match walk_ext(pkt, quoted[6], quote.l4, end) {
         Walk::Upper { proto, offset } => {
             ev.proto = proto;
             read_l4_head(pkt, offset, end, ev);
@@ -421,29 +377,59 @@ pub struct Ip {
     pub ip_end: usize,
 }
 
+/// Why a frame has no transport header to look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoL4 {
+    NotIp,
+    /// A non-first fragment (RFC 791; RFC 8200 §4.5).
+    FragmentSkipped,
+    Malformed,
+}
+
+impl From<NoL4> for Outcome {
+    fn from(no: NoL4) -> Self {
+        match no {
+            NoL4::NotIp => Outcome::NotIp,
+            NoL4::FragmentSkipped => Outcome::FragmentSkipped,
+            NoL4::Malformed => Outcome::Malformed,
+        }
+    }
+}
+
+impl From<NoL4> for SynOutcome {
+    fn from(no: NoL4) -> Self {
+        match no {
+            NoL4::NotIp => SynOutcome::NotIp,
+            NoL4::FragmentSkipped => SynOutcome::FragmentSkipped,
+            NoL4::Malformed => SynOutcome::Malformed,
+        }
+    }
+}
+
 /// Ethernet, VLAN tags, IPv4 or IPv6 with its extension headers: where the
-/// transport header starts. Shared by the clamper and the flow recorder.
+/// transport header starts. The one L3 walk behind the PTB parser, the
+/// clamper and the flow recorder.
 #[inline(always)]
-pub fn parse_ip<P: Packet>(pkt: &P) -> Result<Ip, SynOutcome> {
+pub fn parse_ip<P: Packet>(pkt: &P) -> Result<Ip, NoL4> {
     let l3 = match parse_l2(pkt) {
         Ok(l3) => l3,
-        Err(Outcome::Malformed) => return Err(SynOutcome::Malformed),
-        Err(_) => return Err(SynOutcome::NotIp),
+        Err(Outcome::Malformed) => return Err(NoL4::Malformed),
+        Err(_) => return Err(NoL4::NotIp),
     };
     let off = l3.offset;
     match l3.ethertype {
         ETH_P_IP => {
             let Some(ip) = pkt.read::<10>(off) else {
-                return Err(SynOutcome::Malformed);
+                return Err(NoL4::Malformed);
             };
             let ihl = ((ip[0] & 0x0f) as usize) * 4;
             let total = be16([ip[2], ip[3]]) as usize;
             if ip[0] >> 4 != 4 || ihl < 20 || total < ihl || off + total > pkt.len() {
-                return Err(SynOutcome::Malformed);
+                return Err(NoL4::Malformed);
             }
             let frag = be16([ip[6], ip[7]]);
             if frag & 0x1fff != 0 {
-                return Err(SynOutcome::FragmentSkipped);
+                return Err(NoL4::FragmentSkipped);
             }
             Ok(Ip {
                 family: 4,
@@ -456,14 +442,14 @@ pub fn parse_ip<P: Packet>(pkt: &P) -> Result<Ip, SynOutcome> {
         }
         ETH_P_IPV6 => {
             let Some(ip) = pkt.read::<8>(off) else {
-                return Err(SynOutcome::Malformed);
+                return Err(NoL4::Malformed);
             };
             if ip[0] >> 4 != 6 {
-                return Err(SynOutcome::Malformed);
+                return Err(NoL4::Malformed);
             }
             let end = off + 40 + be16([ip[4], ip[5]]) as usize;
             if end > pkt.len() {
-                return Err(SynOutcome::Malformed);
+                return Err(NoL4::Malformed);
             }
             match walk_ext(pkt, ip[6], off + 40, end) {
                 Walk::Upper { proto, offset } => Ok(Ip {
@@ -474,11 +460,11 @@ pub fn parse_ip<P: Packet>(pkt: &P) -> Result<Ip, SynOutcome> {
                     l4: offset,
                     ip_end: end,
                 }),
-                Walk::LaterFragment { .. } => Err(SynOutcome::FragmentSkipped),
-                Walk::Unfinished { .. } => Err(SynOutcome::Malformed),
+                Walk::LaterFragment { .. } => Err(NoL4::FragmentSkipped),
+                Walk::Unfinished { .. } => Err(NoL4::Malformed),
             }
         }
-        _ => Err(SynOutcome::NotIp),
+        _ => Err(NoL4::NotIp),
     }
 }
 
@@ -489,7 +475,7 @@ pub fn parse_ip<P: Packet>(pkt: &P) -> Result<Ip, SynOutcome> {
 pub fn parse_syn<P: Packet>(pkt: &P, syn: &mut Syn) -> SynOutcome {
     let ip = match parse_ip(pkt) {
         Ok(ip) => ip,
-        Err(outcome) => return outcome,
+        Err(no) => return no.into(),
     };
     if ip.proto != IPPROTO_TCP {
         return SynOutcome::NotSyn;
@@ -564,7 +550,13 @@ pub struct Sent {
 /// Reads the flow of an outgoing packet for the flow memory.
 #[inline(always)]
 pub fn parse_sent<P: Packet>(pkt: &P, key: &mut FlowKey) -> Option<Sent> {
-    let ip = parse_ip(pkt).ok()?;
+    parse_sent_at(pkt, &parse_ip(pkt).ok()?, key)
+}
+
+/// [`parse_sent`] from an IP header [`parse_ip`] already walked.
+#[inline(always)]
+pub fn parse_sent_at<P: Packet>(pkt: &P, ip: &Ip, key: &mut FlowKey) -> Option<Sent> {
+    let ip = *ip;
     let head = within::<P, 8>(pkt, ip.l4, ip.ip_end)?;
     let (sport, dport) = flow_ports(ip.proto, &head)?;
     if !read_addrs(pkt, &ip, &mut key.src, &mut key.dst) {

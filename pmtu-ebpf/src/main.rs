@@ -20,7 +20,7 @@ use crate::packet::{SkbPacket, XdpPacket};
 /// Observer at XDP ingress.
 #[xdp]
 pub fn pmtu_observe_xdp(ctx: XdpContext) -> u32 {
-    observe::observe(&XdpPacket(&ctx), ctx.ingress_ifindex() as u32, HOOK_XDP);
+    observe::observe(&XdpPacket(&ctx), ctx.ingress_ifindex() as u32, HOOK_XDP, false);
     xdp_action::XDP_PASS
 }
 
@@ -32,16 +32,14 @@ pub fn pmtu_observe_xdp(ctx: XdpContext) -> u32 {
 /// another tool attached after it, and the end of the chain passes it on.
 #[classifier]
 pub fn pmtu_observe_tc_ingress(ctx: TcContext) -> i32 {
-    observe::observe(&SkbPacket(&ctx), packet::skb_ifindex(&ctx), HOOK_TC_INGRESS);
+    observe::observe(&SkbPacket(&ctx), packet::skb_ifindex(&ctx), HOOK_TC_INGRESS, false);
     TC_ACT_UNSPEC
 }
 
 /// Observer at tc egress: PTBs this host sends or forwards.
 #[classifier]
 pub fn pmtu_observe_tc_egress(ctx: TcContext) -> i32 {
-    let pkt = SkbPacket(&ctx);
-    observe::observe(&pkt, packet::skb_ifindex(&ctx), HOOK_TC_EGRESS);
-    observe::record_flow(&pkt);
+    observe::observe(&SkbPacket(&ctx), packet::skb_ifindex(&ctx), HOOK_TC_EGRESS, true);
     TC_ACT_UNSPEC
 }
 

@@ -70,3 +70,8 @@ pub static CLAMP_SCRATCH: PerCpuArray<crate::clamp::Plan> = PerCpuArray::with_ma
 /// Per-CPU scratch the observer parses into (see `observe::observe`).
 #[map]
 pub static EVENT_SCRATCH: PerCpuArray<pmtu_common::event::PtbEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch for the observer's L3 result (see `observe::observe`).
+/// Kernel-internal: never read by userspace.
+#[map]
+pub static IP_SCRATCH: PerCpuArray<pmtu_common::parse::Ip> = PerCpuArray::with_max_entries(1, 0);

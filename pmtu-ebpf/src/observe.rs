@@ -6,12 +6,12 @@ use pmtu_common::{
     counters,
     event::{HOOK_TC_EGRESS, PtbEvent},
     flow::{FlowKey, FlowState, ObserverConfig, record_seq},
-    parse::{Outcome, Packet, parse_ptb, parse_sent, quoted_flow},
+    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, NoL4, Outcome, Packet, parse_ip, parse_ptb_at, parse_sent_at, quoted_flow},
     ratelimit::{Take, new_bucket, take},
     validate::{REASON_RATE_LIMITED, REASON_SEQ_OUTSIDE, REASON_UNKNOWN_FLOW, intrinsic_reasons, seq_within},
 };
 
-use crate::maps::{EVENTS, EVENT_SCRATCH, FLOWS, GLOBAL_BUCKET, OBSERVER_CONFIG, REPORTER_BUCKETS, count};
+use crate::maps::{EVENTS, EVENT_SCRATCH, FLOWS, GLOBAL_BUCKET, IP_SCRATCH, OBSERVER_CONFIG, REPORTER_BUCKETS, count};
 
 #[inline(always)]
 fn config() -> ObserverConfig {
@@ -30,29 +30,50 @@ fn config() -> ObserverConfig {
 /// was all inlined, see prog_test_run.rs). Not inlined, so the compiler
 /// cannot carry the parser's constants across either.
 #[inline(never)]
-fn parse_into<P: Packet>(pkt: &P, ev: *mut PtbEvent) -> Outcome {
-    // SAFETY: `ev` is this CPU's EVENT_SCRATCH value.
-    parse_ptb(pkt, unsafe { &mut *ev })
+fn parse_into<P: Packet>(pkt: &P, ip: *const Ip, ev: *mut PtbEvent) -> Outcome {
+    // SAFETY: `ip` and `ev` are this CPU's IP_SCRATCH and EVENT_SCRATCH.
+    unsafe { parse_ptb_at(pkt, &*ip, &mut *ev) }
 }
 
+/// Looks at one packet: a PTB becomes an event; at egress (`record_flows`)
+/// anything else that leaves is remembered as a flow. L2 and L3 are parsed
+/// once for both.
 #[inline(always)]
-pub fn observe<P: Packet>(pkt: &P, ifindex: u32, hook: u8) {
+pub fn observe<P: Packet>(pkt: &P, ifindex: u32, hook: u8, record_flows: bool) {
     count(counters::INSPECTED);
-    let Some(scratch) = EVENT_SCRATCH.get_ptr_mut(0) else {
+    let ip = match parse_ip(pkt) {
+        Ok(ip) => ip,
+        Err(NoL4::Malformed) => return count(counters::MALFORMED),
+        Err(NoL4::FragmentSkipped) => return count(counters::FRAGMENT_SKIPPED),
+        Err(NoL4::NotIp) => return,
+    };
+    // The subprograms below get the L3 result through map memory, which the
+    // verifier does not track: they are then checked once, not once per
+    // path through the L2/L3 walk (VLANs, IPv4 options, extension headers).
+    let Some(ip_slot) = IP_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    match parse_into(pkt, scratch) {
-        Outcome::Ptb => {}
-        Outcome::Malformed => {
-            count(counters::MALFORMED);
+    // SAFETY: a valid per-CPU map value; not preempted while we run.
+    unsafe { ip_slot.write(ip) };
+    if (ip.family == 4 && ip.proto == IPPROTO_ICMP) || (ip.family == 6 && ip.proto == IPPROTO_ICMPV6) {
+        let Some(scratch) = EVENT_SCRATCH.get_ptr_mut(0) else {
             return;
+        };
+        match parse_into(pkt, ip_slot, scratch) {
+            Outcome::Ptb => return report(scratch, ifindex, hook),
+            Outcome::Malformed => return count(counters::MALFORMED),
+            // An echo request is a flow too.
+            Outcome::NotPtb | Outcome::NotIp | Outcome::FragmentSkipped => {}
         }
-        Outcome::FragmentSkipped => {
-            count(counters::FRAGMENT_SKIPPED);
-            return;
-        }
-        Outcome::NotIp | Outcome::NotPtb => return,
     }
+    if record_flows {
+        record_flow(pkt, ip_slot);
+    }
+}
+
+/// Validates, rate-limits and submits the PTB parsed into `scratch`.
+#[inline(always)]
+fn report(scratch: *mut PtbEvent, ifindex: u32, hook: u8) {
     // SAFETY: a valid per-CPU map value; BPF programs are not preempted.
     let ev = unsafe { &mut *scratch };
     count(if ev.family == 4 { counters::PTB_V4 } else { counters::PTB_V6 });
@@ -62,7 +83,7 @@ pub fn observe<P: Packet>(pkt: &P, ifindex: u32, hook: u8) {
     ev.ts_ns = now;
     ev.ifindex = ifindex;
     ev.hook = hook;
-    ev.reasons = intrinsic_reasons(&ev);
+    ev.reasons = intrinsic_reasons(ev);
     // A PTB arriving is about a packet this host sent or forwarded out; one
     // leaving (egress) is this host's or another's report to someone else,
     // whose flows are not ours to know.
@@ -152,9 +173,10 @@ const REFRESH_NS: u64 = 100_000_000;
 
 /// Remembers the flow of a packet leaving through tc egress.
 #[inline(never)]
-pub fn record_flow<P: Packet>(pkt: &P) {
+fn record_flow<P: Packet>(pkt: &P, ip: *const Ip) {
     let mut key = FlowKey::default();
-    let Some(sent) = parse_sent(pkt, &mut key) else {
+    // SAFETY: this CPU's IP_SCRATCH value.
+    let Some(sent) = parse_sent_at(pkt, unsafe { &*ip }, &mut key) else {
         return;
     };
     // The coarse clock (jiffies resolution) is plenty for a 120 s timeout

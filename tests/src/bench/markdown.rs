@@ -77,7 +77,10 @@ fn fixes(out: &mut String, r: &Report, before: &serde_json::Value) {
          parses first and only SYNs reach the lookup;\n\
          - the egress flow recorder stored a timestamp and bumped a counter for every packet; it \
          now refreshes the timestamp at most every 100 ms from the coarse clock and counts new \
-         flows only.\n",
+         flows only;\n\
+         - the egress observer walked L2 and L3 twice, once looking for a PTB and once for the \
+         flow recorder; one walk now serves both (and the non-ICMP fast path skips the PTB \
+         parser entirely).\n",
         before["date"].as_str().unwrap_or("?")
     );
     let _ = writeln!(out, "| program | class | before ns | after ns | change |");
@@ -85,7 +88,7 @@ fn fixes(out: &mut String, r: &Report, before: &serde_json::Value) {
     let rows = before["prog_cost"].as_array().cloned().unwrap_or_default();
     for row in &r.prog_cost.rows {
         let is_fixed = (row.program == "pmtu_clamp_tc_ingress" && matches!(row.class, "non-ip" | "tcp-data" | "ptb-valid"))
-            || (row.program == "pmtu_observe_tc_egress" && matches!(row.class, "tcp-data" | "syn-below"));
+            || (row.program.starts_with("pmtu_observe") && matches!(row.class, "tcp-data" | "syn-below"));
         if !is_fixed {
             continue;
         }
