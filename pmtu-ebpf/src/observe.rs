@@ -47,6 +47,11 @@ pub fn observe<P: Packet>(pkt: &P, ifindex: u32, hook: u8, record_flows: bool) {
         Err(NoL4::FragmentSkipped) => return count(counters::FRAGMENT_SKIPPED),
         Err(NoL4::NotIp) => return,
     };
+    let icmp = (ip.family == 4 && ip.proto == IPPROTO_ICMP) || (ip.family == 6 && ip.proto == IPPROTO_ICMPV6);
+    // The fast path: ingress traffic that cannot be a PTB ends here.
+    if !icmp && !record_flows {
+        return;
+    }
     // The subprograms below get the L3 result through map memory, which the
     // verifier does not track: they are then checked once, not once per
     // path through the L2/L3 walk (VLANs, IPv4 options, extension headers).
@@ -55,7 +60,7 @@ pub fn observe<P: Packet>(pkt: &P, ifindex: u32, hook: u8, record_flows: bool) {
     };
     // SAFETY: a valid per-CPU map value; not preempted while we run.
     unsafe { ip_slot.write(ip) };
-    if (ip.family == 4 && ip.proto == IPPROTO_ICMP) || (ip.family == 6 && ip.proto == IPPROTO_ICMPV6) {
+    if icmp {
         let Some(scratch) = EVENT_SCRATCH.get_ptr_mut(0) else {
             return;
         };

@@ -84,6 +84,7 @@ fn first_line_about_result(ping: &str) -> String {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    crate::lab::remove_labs_on_signal()?;
     let exe = match args.pmtu {
         Some(p) => p,
         None => std::env::current_exe().context("locating the pmtu binary")?,

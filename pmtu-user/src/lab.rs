@@ -140,9 +140,40 @@ impl Drop for Netns {
     }
 }
 
+/// The prefix every lab namespace of this process starts with.
+fn process_prefix() -> String {
+    format!("pmtu-{}-", std::process::id())
+}
+
+/// Deletes this process's lab namespaces when SIGINT, SIGTERM or SIGHUP
+/// arrives, then exits (128 + signal). [`Netns`]'s Drop guard covers every
+/// return and panic, but not a signal that ends the process; commands that
+/// build labs (`pmtu demo`, the soak, the bench) call this first.
+pub fn remove_labs_on_signal() -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let prefix = process_prefix();
+            let listed = Command::new("ip").args(["netns", "list"]).stdin(Stdio::null()).output();
+            if let Ok(out) = listed {
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    let name = line.split_whitespace().next().unwrap_or("");
+                    if name.starts_with(&prefix) {
+                        let _ = Command::new("ip").args(["netns", "del", name]).stdin(Stdio::null()).status();
+                    }
+                }
+            }
+            eprintln!("pmtu: interrupted; lab namespaces removed");
+            std::process::exit(128 + sig);
+        }
+    });
+    Ok(())
+}
+
 /// A unique prefix for this lab's namespaces.
 pub fn unique_prefix() -> String {
-    format!("pmtu-{}-{}", std::process::id(), NEXT_LAB.fetch_add(1, Ordering::Relaxed))
+    format!("{}{}", process_prefix(), NEXT_LAB.fetch_add(1, Ordering::Relaxed))
 }
 
 /// One end of a link: namespace, interface name, addresses with prefix length.

@@ -72,7 +72,7 @@ fn fixes(out: &mut String, r: &Report, before: &serde_json::Value) {
     let _ = writeln!(out, "## Hot-path fixes\n");
     let _ = writeln!(
         out,
-        "The first run of this bench ({}) showed two avoidable per-packet costs, fixed since:\n\n\
+        "The first run of this bench ({}) showed avoidable per-packet costs, fixed since:\n\n\
          - the clamper looked its policy up in a hash map for every packet before parsing; it now \
          parses first and only SYNs reach the lookup;\n\
          - the egress flow recorder stored a timestamp and bumped a counter for every packet; it \

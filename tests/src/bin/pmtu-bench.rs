@@ -41,6 +41,10 @@ fn run(quick: bool, out: PathBuf, md: PathBuf) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = pmtu_user::lab::remove_labs_on_signal() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("mem") {
         let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);

@@ -8,6 +8,10 @@ use std::process::ExitCode;
 const RSS_SLACK_KIB: i64 = 4 * 1024;
 
 fn main() -> ExitCode {
+    if let Err(e) = pmtu_user::lab::remove_labs_on_signal() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let secs = std::env::args()
         .skip_while(|a| a != "--secs")
         .nth(1)
