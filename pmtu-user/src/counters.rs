@@ -9,7 +9,7 @@ use pmtu_common::counters::{COUNT, NAMES};
 pub struct Counters(pub [u64; COUNT as usize]);
 
 impl Counters {
-    pub fn read_generic<T: std::borrow::Borrow<MapData>>(
+    pub fn read<T: std::borrow::Borrow<MapData>>(
         map: &PerCpuArray<T, u64>,
     ) -> anyhow::Result<Self> {
         let mut totals = [0u64; COUNT as usize];

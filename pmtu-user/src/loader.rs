@@ -379,6 +379,6 @@ impl Programs {
     pub fn counters(&self) -> anyhow::Result<Counters> {
         let map = self.ebpf.map(MAP_COUNTERS).context("COUNTERS map missing")?;
         let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
-        Counters::read_generic(&array)
+        Counters::read(&array)
     }
 }

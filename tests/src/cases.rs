@@ -243,7 +243,7 @@ pub fn corpus() -> Vec<Case> {
     // The MTU ladder around RFC 791's 68 and Linux's 552 floor.
     for (mtu, reasons) in [(67u16, REASON_BELOW_FLOOR), (68, REASON_BELOW_FLOOR), (551, REASON_BELOW_FLOOR), (552, 0), (1499, 0)] {
         c.push(case(
-            ["v4 MTU 67", "v4 MTU 68", "v4 MTU 551", "v4 MTU 552", "v4 MTU 1499"][[67, 68, 551, 552, 1499].iter().position(|m| *m == mtu).unwrap()],
+            &format!("v4 MTU {mtu}"),
             eth(&[], ETH_P_IP, &ptb4(mtu)),
             Expect::Ptb(with_reasons(want4(mtu as u32, 17, udp, 1500), reasons)),
         ));

@@ -125,6 +125,22 @@ impl Drop for Proc {
     }
 }
 
+/// Resident set size of process `pid` in KiB (`VmRSS` of /proc/PID/status),
+/// 0 if it cannot be read.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Runs a scapy script in `ns`. Debian's python3-scapy serves
+/// /usr/bin/python3, not a python3 that may come earlier on PATH.
+pub fn scapy(ns: &Netns, script: &str) {
+    ns.run("/usr/bin/python3", &["-c", &format!("from scapy.all import *\n{script}")])
+        .unwrap_or_else(|e| panic!("scapy in {}: {e:#}", ns.name()));
+}
+
 /// `pmtu ARGS` inside `ns`.
 pub fn pmtu_in(ns: &Netns, bin: &Path, args: &[&str]) -> Command {
     let mut cmd = ns.command(bin.to_str().unwrap());

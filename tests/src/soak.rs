@@ -10,7 +10,6 @@
 //! echo requests that make the valid ones valid, and the 2 MiB transfer.
 
 use std::{
-    fs,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
         Arc,
@@ -25,7 +24,7 @@ use serde_json::Value;
 
 use crate::{
     frames::{V4, echo_head, frag_needed, icmp4, quote_v4, udp_head},
-    procs::{Proc, pmtu_in},
+    procs::{Proc, pmtu_in, rss_kib},
 };
 
 const ECHO_ID: u16 = 0x4242;
@@ -146,13 +145,6 @@ fn flood_packets() -> Vec<Vec<u8>> {
         packets.push(V4 { frag: 0, ..V4::new(&reporter, c0, 1) }.build(&frag_needed(mtu, &quote)));
     }
     packets
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
 }
 
 /// Runs the soak for `secs` seconds with the tracer's default limits.

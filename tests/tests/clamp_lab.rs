@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use pmtu_tests::{
-    procs::{Finished, Proc, pmtu_in, start_capture_with},
+    procs::{Finished, Proc, pmtu_in, scapy, start_capture_with},
     require_root,
     residue::assert_clean,
 };
@@ -212,11 +212,10 @@ fn option_inserted_on_a_real_path() {
         let at_server = start_capture_with(&lab.s3, BlackHoleLab::S3_IF, &["-vv"], &filter);
         let at_client = start_capture_with(&lab.c0, BlackHoleLab::C0_IF, &["-vv"], &filter);
         let ip = if family == 4 { format!("IP(dst='{server}')") } else { format!("IPv6(dst='{server}')") };
-        let script = format!(
-            "from scapy.all import *\nsend({ip}/TCP(sport=40100, dport={port}, flags='S', seq=1000, options=[('WScale', 7), ('NOP', None), ('SAckOK', b'')]), verbose=0)"
+        scapy(
+            &lab.c0,
+            &format!("send({ip}/TCP(sport=40100, dport={port}, flags='S', seq=1000, options=[('WScale', 7), ('NOP', None), ('SAckOK', b'')]), verbose=0)"),
         );
-        // Debian's scapy is for /usr/bin/python3, not a python3 earlier on PATH.
-        lab.c0.run("/usr/bin/python3", &["-c", &script]).unwrap();
         std::thread::sleep(Duration::from_millis(500));
         let s = at_server.stop(libc::SIGTERM, EXIT);
         let c = at_client.stop(libc::SIGTERM, EXIT);

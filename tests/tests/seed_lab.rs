@@ -5,7 +5,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use pmtu_tests::{
-    procs::{Finished, Proc, pmtu_in, start_capture, start_trace},
+    procs::{Finished, Proc, pmtu_in, scapy, start_capture, start_trace},
     require_root,
     residue::{assert_clean, residue},
 };
@@ -388,8 +388,7 @@ fn forged_ptbs_are_shown_with_reasons_and_ignored_by_the_table() {
         "send(IP(src='192.168.5.2', dst='192.168.5.1')/ICMP(type=3, code=4, nexthopmtu=60)/IP(src='192.168.5.1', dst='192.168.7.2', len=1500)/UDP(sport=5555, dport=6666))",
     ];
     for line in forge {
-        // Debian's scapy serves /usr/bin/python3, not a python3 earlier on PATH.
-        lab.r1.run("/usr/bin/python3", &["-c", &format!("from scapy.all import *\n{line}")]).unwrap();
+        scapy(&lab.r1, line);
     }
     std::thread::sleep(Duration::from_millis(300));
     let run = trace.stop(libc::SIGTERM, EXIT);
@@ -432,12 +431,10 @@ fn accept_unvalidated_lets_forgeries_in_loudly() {
     let lab = SeedLab::build().unwrap();
     let trace = start_trace(&lab.h0, &["-i", SeedLab::H0_IF, "--json", "--accept-unvalidated"]);
     probe(&lab, V4);
-    lab.r1
-        .run(
-            "/usr/bin/python3",
-            &["-c", "from scapy.all import *\nsend(IP(src='192.168.5.2', dst='192.168.5.1')/ICMP(type=3, code=4, nexthopmtu=1000)/IP(src='192.168.5.1', dst='192.168.7.2', len=1500)/UDP(sport=5555, dport=6666))"],
-        )
-        .unwrap();
+    scapy(
+        &lab.r1,
+        "send(IP(src='192.168.5.2', dst='192.168.5.1')/ICMP(type=3, code=4, nexthopmtu=1000)/IP(src='192.168.5.1', dst='192.168.7.2', len=1500)/UDP(sport=5555, dport=6666))",
+    );
     std::thread::sleep(Duration::from_millis(300));
     let run = trace.stop(libc::SIGTERM, EXIT);
     assert!(run.stderr.iter().any(|l| l.contains("WARNING: --accept-unvalidated")), "{:?}", run.stderr);

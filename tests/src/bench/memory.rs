@@ -9,6 +9,8 @@ use pmtu_user::{
 };
 use serde::Serialize;
 
+use crate::procs::rss_kib;
+
 #[derive(Debug, Serialize)]
 pub struct MemoryPoint {
     pub destinations_fed: u64,
@@ -18,16 +20,9 @@ pub struct MemoryPoint {
     pub rss_before_kib: u64,
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
-}
-
 /// In this process: feed `n` destinations, print one JSON MemoryPoint.
 pub fn feed(n: u64) -> MemoryPoint {
-    let before = rss_kib();
+    let before = rss_kib(std::process::id());
     let mut table = Table::new(NonZeroUsize::new(DEFAULT_MAX_DESTINATIONS).expect("cap"), DEFAULT_EXPIRES_SECS);
     for i in 0..n {
         let dst = std::net::Ipv6Addr::from((0xfd00u128 << 112) | i as u128);
@@ -53,7 +48,7 @@ pub fn feed(n: u64) -> MemoryPoint {
         destinations_fed: n,
         table_len: table.len() as u64,
         max_destinations: DEFAULT_MAX_DESTINATIONS as u64,
-        rss_kib: rss_kib(),
+        rss_kib: rss_kib(std::process::id()),
         rss_before_kib: before,
     }
 }
