@@ -14,6 +14,7 @@ pub mod parse;
 pub mod plateau;
 pub mod policy;
 pub mod ratelimit;
+pub mod rewrite;
 pub mod tcpopt;
 pub mod validate;
 

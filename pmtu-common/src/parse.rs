@@ -1,5 +1,6 @@
-//! The one packet parser: Ethernet → VLAN tags → IPv4/IPv6 (+ extension
-//! headers) → ICMP Packet-Too-Big → the quoted packet.
+//! The one packet parser: link layer (Ethernet with VLAN tags, or none on
+//! L3 devices) → IPv4/IPv6 (+ extension headers) → ICMP Packet-Too-Big →
+//! the quoted packet.
 //!
 //! It is generic over [`Packet`], the single bounds-checked accessor through
 //! which every byte is read: in the kernel that is `bpf_xdp_load_bytes` /
@@ -28,6 +29,27 @@ pub trait Packet {
         let mut out = [0u8; N];
         self.read_into(offset, &mut out).then_some(out)
     }
+
+    /// True for a GSO super-packet (an skb with `gso_size` set). Only then
+    /// may an IP length field of 0 mean "the whole frame" (BIG TCP), as
+    /// Linux's iph_totlen() and ipv6_payload_len() read it; anywhere else a
+    /// zero length is a malformed header.
+    #[inline(always)]
+    fn is_gso(&self) -> bool {
+        false
+    }
+}
+
+/// How a frame starts: the link-layer layout of the interface it is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Ethernet II, with up to [`MAX_VLAN_TAGS`] 802.1Q/802.1ad tags (also
+    /// loopback, whose header is Ethernet-shaped).
+    Ethernet,
+    /// No link-layer header (tun, WireGuard, PPP, IP-in-IP, GRE, SIT,
+    /// ip6tnl): the frame is the IP packet, and the EtherType is what the
+    /// kernel put in `skb->protocol`.
+    L3 { ethertype: u16 },
 }
 
 /// A packet held in memory (host tests, fuzzing, userspace decoding).
@@ -97,9 +119,12 @@ pub enum Outcome {
     Malformed,
 }
 
-/// Ethernet and up to [`MAX_VLAN_TAGS`] VLAN tags.
+/// Ethernet and up to [`MAX_VLAN_TAGS`] VLAN tags; nothing on an L3 link.
 #[inline(always)]
-pub fn parse_l2<P: Packet>(pkt: &P) -> Result<L3, Outcome> {
+pub fn parse_l2<P: Packet>(pkt: &P, link: Link) -> Result<L3, Outcome> {
+    if let Link::L3 { ethertype } = link {
+        return Ok(L3 { ethertype, offset: 0 });
+    }
     let mut ethertype = be16(pkt.read::<2>(12).ok_or(Outcome::Malformed)?);
     let mut offset = 14;
     let mut tags = 0;
@@ -120,8 +145,8 @@ pub fn parse_l2<P: Packet>(pkt: &P) -> Result<L3, Outcome> {
 /// Parses a whole frame; on [`Outcome::Ptb`] `ev` holds everything but the
 /// context fields (`ts_ns`, `ifindex`, `hook`) that only the program knows.
 #[inline(always)]
-pub fn parse_ptb<P: Packet>(pkt: &P, ev: &mut PtbEvent) -> Outcome {
-    match parse_ip(pkt) {
+pub fn parse_ptb<P: Packet>(pkt: &P, link: Link, ev: &mut PtbEvent) -> Outcome {
+    match parse_ip(pkt, link) {
         Ok(ip) => parse_ptb_at(pkt, &ip, ev),
         Err(no) => no.into(),
     }
@@ -187,7 +212,7 @@ fn parse_v4<P: Packet>(pkt: &P, ip: &Ip, ev: &mut PtbEvent) -> Outcome {
         return Outcome::Malformed;
     }
     *ev = PtbEvent::zeroed();
-    let quote = Ip { family: 4, proto: quoted[9], more_fragments: false, l3: q, l4: q + qihl, ip_end: end };
+    let quote = Ip { family: 4, proto: quoted[9], l3: q, l4: q + qihl, ip_end: end, ..Ip::default() };
     if !read_addrs(pkt, ip, &mut ev.reporter, &mut ev.to)
         || !read_addrs(pkt, &quote, &mut ev.orig_src, &mut ev.orig_dst)
     {
@@ -227,8 +252,9 @@ fn read_l4_head<P: Packet>(pkt: &P, at: usize, end: usize, ev: &mut PtbEvent) {
 
 /// Result of walking an IPv6 extension-header chain.
 enum Walk {
-    /// The upper-layer protocol and where its header starts.
-    Upper { proto: u8, offset: usize },
+    /// The upper-layer protocol and where its header starts; whether a
+    /// fragment header (of a first fragment) and an AH were passed.
+    Upper { proto: u8, offset: usize, fragment: bool, ah: bool },
     /// A fragment header with a non-zero offset: no upper-layer header here.
     LaterFragment { proto: u8 },
     /// Chain truncated or longer than [`MAX_EXT_HEADERS`]; `proto` is the
@@ -241,6 +267,8 @@ enum Walk {
 #[inline(always)]
 fn walk_ext<P: Packet>(pkt: &P, mut nh: u8, mut off: usize, end: usize) -> Walk {
     let mut i = 0;
+    let mut fragment = false;
+    let mut ah = false;
     while i < MAX_EXT_HEADERS {
         match nh {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
@@ -256,6 +284,7 @@ fn walk_ext<P: Packet>(pkt: &P, mut nh: u8, mut off: usize, end: usize) -> Walk 
                 };
                 nh = h[0];
                 off += (h[1] as usize + 2) * 4;
+                ah = true;
             }
             IPPROTO_FRAGMENT => {
                 let Some(h) = within::<P, 8>(pkt, off, end) else {
@@ -265,9 +294,13 @@ fn walk_ext<P: Packet>(pkt: &P, mut nh: u8, mut off: usize, end: usize) -> Walk 
                 if be16([h[2], h[3]]) >> 3 != 0 {
                     return Walk::LaterFragment { proto: nh };
                 }
+                // A first fragment (offset 0, M set) or an atomic one (RFC
+                // 6946): either way the datagram is reassembled from what
+                // this header describes, so it must not change length.
+                fragment = true;
                 off += 8;
             }
-            _ => return Walk::Upper { proto: nh, offset: off },
+            _ => return Walk::Upper { proto: nh, offset: off, fragment, ah },
         }
         i += 1;
     }
@@ -275,7 +308,7 @@ fn walk_ext<P: Packet>(pkt: &P, mut nh: u8, mut off: usize, end: usize) -> Walk 
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
             Walk::Unfinished { proto: nh }
         }
-        _ => Walk::Upper { proto: nh, offset: off },
+        _ => Walk::Upper { proto: nh, offset: off, fragment, ah },
     }
 }
 
@@ -299,7 +332,7 @@ fn parse_v6<P: Packet>(pkt: &P, ip: &Ip, ev: &mut PtbEvent) -> Outcome {
         return Outcome::Malformed;
     }
     *ev = PtbEvent::zeroed();
-    let quote = Ip { family: 6, proto: quoted[6], more_fragments: false, l3: q, l4: q + 40, ip_end: end };
+    let quote = Ip { family: 6, proto: quoted[6], l3: q, l4: q + 40, ip_end: end, ..Ip::default() };
     if !read_addrs(pkt, ip, &mut ev.reporter, &mut ev.to)
         || !read_addrs(pkt, &quote, &mut ev.orig_src, &mut ev.orig_dst)
     {
@@ -311,7 +344,7 @@ fn parse_v6<P: Packet>(pkt: &P, ip: &Ip, ev: &mut PtbEvent) -> Outcome {
     // The quote is cut at 1280 bytes (RFC 4443 §2.4 (c)), so the quoted chain
     // may end early: then report the last protocol seen and no ports.
     match walk_ext(pkt, quoted[6], quote.l4, end) {
-        Walk::Upper { proto, offset } => {
+        Walk::Upper { proto, offset, .. } => {
             ev.proto = proto;
             read_l4_head(pkt, offset, end, ev);
         }
@@ -327,8 +360,18 @@ pub struct Syn {
     pub family: u8,
     /// TCP flags byte (byte 13 of the header).
     pub flags: u8,
-    /// IPv4 More-Fragments: the segment continues in later fragments.
-    pub more_fragments: bool,
+    /// TCP header bytes 12-13 as they are: Data Offset, the reserved and
+    /// AE (AccECN, RFC 9768) bits, and the flags. An inserted option
+    /// changes only Data Offset and keeps the rest (read-modify-write, as
+    /// xt_TCPMSS does).
+    pub word6: [u8; 2],
+    /// Part of a fragmented datagram (IPv4 MF, or an IPv6 fragment header).
+    pub fragment: bool,
+    /// IPv6 with an Authentication Header before TCP.
+    pub ah: bool,
+    /// The IP length field was 0 in a GSO super-packet (BIG TCP): the
+    /// datagram runs to the end of the frame, and the field must stay 0.
+    pub len_from_frame: bool,
     /// Offsets in the frame of the IP header, the TCP header, and the end of
     /// the IP datagram (by its own length field, not the frame's).
     pub l3: usize,
@@ -368,8 +411,13 @@ pub struct Ip {
     pub family: u8,
     /// IPv4 protocol, or the IPv6 upper-layer next header.
     pub proto: u8,
-    /// IPv4 More-Fragments: the datagram continues in later fragments.
-    pub more_fragments: bool,
+    /// A first fragment: IPv4 More-Fragments, or an IPv6 fragment header
+    /// with offset 0 (later fragments never get this far).
+    pub fragment: bool,
+    /// An IPv6 Authentication Header precedes the transport header.
+    pub ah: bool,
+    /// The length field was 0 in a GSO super-packet: see [`Packet::is_gso`].
+    pub len_from_frame: bool,
     /// Offsets in the frame of the IP header, the transport header, and the
     /// end of the datagram (by its own length field, not the frame's).
     pub l3: usize,
@@ -406,12 +454,12 @@ impl From<NoL4> for SynOutcome {
     }
 }
 
-/// Ethernet, VLAN tags, IPv4 or IPv6 with its extension headers: where the
+/// Link layer, IPv4 or IPv6 with its extension headers: where the
 /// transport header starts. The one L3 walk behind the PTB parser, the
 /// clamper and the flow recorder.
 #[inline(always)]
-pub fn parse_ip<P: Packet>(pkt: &P) -> Result<Ip, NoL4> {
-    let l3 = match parse_l2(pkt) {
+pub fn parse_ip<P: Packet>(pkt: &P, link: Link) -> Result<Ip, NoL4> {
+    let l3 = match parse_l2(pkt, link) {
         Ok(l3) => l3,
         Err(Outcome::Malformed) => return Err(NoL4::Malformed),
         Err(_) => return Err(NoL4::NotIp),
@@ -423,7 +471,12 @@ pub fn parse_ip<P: Packet>(pkt: &P) -> Result<Ip, NoL4> {
                 return Err(NoL4::Malformed);
             };
             let ihl = ((ip[0] & 0x0f) as usize) * 4;
-            let total = be16([ip[2], ip[3]]) as usize;
+            let mut total = be16([ip[2], ip[3]]) as usize;
+            // iph_totlen(): BIG TCP leaves tot_len 0 in a GSO packet over 64 KiB.
+            let len_from_frame = total == 0 && pkt.is_gso();
+            if len_from_frame {
+                total = pkt.len().saturating_sub(off);
+            }
             if ip[0] >> 4 != 4 || ihl < 20 || total < ihl || off + total > pkt.len() {
                 return Err(NoL4::Malformed);
             }
@@ -434,7 +487,9 @@ pub fn parse_ip<P: Packet>(pkt: &P) -> Result<Ip, NoL4> {
             Ok(Ip {
                 family: 4,
                 proto: ip[9],
-                more_fragments: frag & 0x2000 != 0,
+                fragment: frag & 0x2000 != 0,
+                ah: false,
+                len_from_frame,
                 l3: off,
                 l4: off + ihl,
                 ip_end: off + total,
@@ -447,15 +502,21 @@ pub fn parse_ip<P: Packet>(pkt: &P) -> Result<Ip, NoL4> {
             if ip[0] >> 4 != 6 {
                 return Err(NoL4::Malformed);
             }
-            let end = off + 40 + be16([ip[4], ip[5]]) as usize;
-            if end > pkt.len() {
+            let plen = be16([ip[4], ip[5]]) as usize;
+            // ipv6_payload_len(): BIG TCP leaves payload_len 0 in a GSO
+            // packet over 64 KiB (with or without a jumbo option).
+            let len_from_frame = plen == 0 && pkt.is_gso();
+            let end = if len_from_frame { pkt.len() } else { off + 40 + plen };
+            if end > pkt.len() || end < off + 40 {
                 return Err(NoL4::Malformed);
             }
             match walk_ext(pkt, ip[6], off + 40, end) {
-                Walk::Upper { proto, offset } => Ok(Ip {
+                Walk::Upper { proto, offset, fragment, ah } => Ok(Ip {
                     family: 6,
                     proto,
-                    more_fragments: false,
+                    fragment,
+                    ah,
+                    len_from_frame,
                     l3: off,
                     l4: offset,
                     ip_end: end,
@@ -472,8 +533,8 @@ pub fn parse_ip<P: Packet>(pkt: &P) -> Result<Ip, NoL4> {
 /// as [`parse_ptb`]. Reads three small fields on the fast path (EtherType,
 /// IP header, TCP flags) and the addresses only for a SYN.
 #[inline(always)]
-pub fn parse_syn<P: Packet>(pkt: &P, syn: &mut Syn) -> SynOutcome {
-    let ip = match parse_ip(pkt) {
+pub fn parse_syn<P: Packet>(pkt: &P, link: Link, syn: &mut Syn) -> SynOutcome {
+    let ip = match parse_ip(pkt, link) {
         Ok(ip) => ip,
         Err(no) => return no.into(),
     };
@@ -481,7 +542,9 @@ pub fn parse_syn<P: Packet>(pkt: &P, syn: &mut Syn) -> SynOutcome {
         return SynOutcome::NotSyn;
     }
     syn.family = ip.family;
-    syn.more_fragments = ip.more_fragments;
+    syn.fragment = ip.fragment;
+    syn.ah = ip.ah;
+    syn.len_from_frame = ip.len_from_frame;
     syn.l3 = ip.l3;
     syn.l4 = ip.l4;
     syn.ip_end = ip.ip_end;
@@ -493,6 +556,7 @@ pub fn parse_syn<P: Packet>(pkt: &P, syn: &mut Syn) -> SynOutcome {
         return SynOutcome::NotSyn;
     }
     syn.flags = t[1];
+    syn.word6 = t;
     syn.tcp_hdr_len = ((t[0] >> 4) as usize) * 4;
     if syn.tcp_hdr_len < 20 || syn.l4 + syn.tcp_hdr_len > syn.ip_end {
         return SynOutcome::Malformed;
@@ -549,8 +613,8 @@ pub struct Sent {
 
 /// Reads the flow of an outgoing packet for the flow memory.
 #[inline(always)]
-pub fn parse_sent<P: Packet>(pkt: &P, key: &mut FlowKey) -> Option<Sent> {
-    parse_sent_at(pkt, &parse_ip(pkt).ok()?, key)
+pub fn parse_sent<P: Packet>(pkt: &P, link: Link, key: &mut FlowKey) -> Option<Sent> {
+    parse_sent_at(pkt, &parse_ip(pkt, link).ok()?, key)
 }
 
 /// [`parse_sent`] from an IP header [`parse_ip`] already walked.

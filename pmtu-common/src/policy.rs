@@ -8,8 +8,9 @@ pub const MODE_SET_MSS: u32 = 1;
 /// as iptables' `TCPMSS --clamp-mss-to-pmtu` (net/netfilter/xt_TCPMSS.c).
 pub const MODE_TO_PMTU: u32 = 2;
 
-/// Interfaces one clamper can serve; each gets a counter slot.
-pub const MAX_IFACES: u32 = 64;
+/// Interfaces one clamper can serve at once; each gets a counter slot. A
+/// BRAS has one ppp interface per subscriber, so thousands, not dozens.
+pub const MAX_IFACES: u32 = 4096;
 
 /// Value of the `CLAMP_POLICY` hash map, keyed by ifindex.
 #[repr(C)]
@@ -43,8 +44,17 @@ pub mod counters {
     pub const NO_ROUTE: u32 = 6;
     /// A kernel helper refused a rewrite; the packet went on as it was.
     pub const ERRORS: u32 = 7;
+    /// An IPv4 or IPv6 fragment (first fragments included): changing its
+    /// length or checksum would break reassembly, so it is left alone.
+    pub const FRAGMENT: u32 = 8;
+    /// IPv6 with an Authentication Header (RFC 4302 §3.3.3.1: the ICV
+    /// covers the TCP header): left alone. ESP never shows its TCP header.
+    pub const IPSEC: u32 = 9;
+    /// A SYN carrying TCP-AO (kind 29; RFC 5925 §5.1: the MAC covers the
+    /// options by default): left alone.
+    pub const TCP_AO: u32 = 10;
 
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 11;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "syn_seen",
@@ -55,5 +65,8 @@ pub mod counters {
         "malformed",
         "no_route",
         "errors",
+        "fragment",
+        "ipsec",
+        "tcp_ao",
     ];
 }

@@ -7,6 +7,8 @@ pub const TCPOPT_EOL: u8 = 0;
 pub const TCPOPT_NOP: u8 = 1;
 pub const TCPOPT_MSS: u8 = 2;
 pub const TCPOLEN_MSS: u8 = 4;
+/// TCP Authentication Option (RFC 5925 §2.2).
+pub const TCPOPT_AO: u8 = 29;
 
 /// MSS options remembered per segment; a third one is treated as malformed.
 pub const MAX_MSS_OPTIONS: usize = 2;
@@ -23,6 +25,10 @@ pub struct MssOption {
 pub struct OptionScan {
     pub mss: [MssOption; MAX_MSS_OPTIONS],
     pub mss_count: u8,
+    /// A TCP-AO option was seen: its MAC covers the options (RFC 5925
+    /// §5.1), so rewriting any of them would make the segment fail
+    /// authentication.
+    pub ao: bool,
     /// A length of 0 or 1, an option running past the header, an MSS option
     /// whose length is not 4, or more than [`MAX_MSS_OPTIONS`] MSS options.
     pub malformed: bool,
@@ -74,6 +80,9 @@ pub fn scan_options<P: Packet>(pkt: &P, start: usize, len: usize) -> OptionScan 
                 scan.malformed = true;
                 break;
             }
+            if kind == TCPOPT_AO {
+                scan.ao = true;
+            }
             if kind == TCPOPT_MSS {
                 let n = scan.mss_count as usize;
                 if olen != TCPOLEN_MSS as usize || n >= MAX_MSS_OPTIONS {
@@ -122,6 +131,13 @@ mod tests {
         let last = [1, 1, 4, 2, 1, 3, 3, 7, 2, 4, 5, 0xb4];
         let s = scan(&last);
         assert_eq!((s.mss_count, s.mss[0].value_at, s.mss[0].value, s.malformed), (1, 30, 1460, false));
+    }
+
+    #[test]
+    fn tcp_ao_is_noticed() {
+        let s = scan(&[2, 4, 5, 0xb4, 29, 16, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(s.ao && !s.malformed && s.mss_count == 1);
+        assert!(!scan(&[2, 4, 5, 0xb4]).ao);
     }
 
     #[test]

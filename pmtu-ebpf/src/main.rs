@@ -13,14 +13,24 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use pmtu_common::event::{HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP};
+use aya_ebpf::bindings::TC_ACT_OK;
+use pmtu_common::{
+    event::{HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP},
+    parse::Link,
+};
 
-use crate::packet::{SkbPacket, XdpPacket};
+use crate::packet::{SkbPacket, XdpPacket, skb_link};
 
-/// Observer at XDP ingress.
+// Each tc program comes twice: for Ethernet-framed interfaces and, with the
+// suffix `_l3`, for interfaces without a link-layer header (tun, WireGuard,
+// PPP, IP tunnels). The loader attaches the one that fits each interface's
+// link type, so the layout is a constant in each program and costs nothing
+// per packet.
+
+/// Observer at XDP ingress (Ethernet interfaces only).
 #[xdp]
 pub fn pmtu_observe_xdp(ctx: XdpContext) -> u32 {
-    observe::observe(&XdpPacket(&ctx), ctx.ingress_ifindex() as u32, HOOK_XDP, false);
+    observe::observe(&XdpPacket(&ctx), Link::Ethernet, ctx.ingress_ifindex() as u32, HOOK_XDP, false);
     xdp_action::XDP_PASS
 }
 
@@ -32,29 +42,68 @@ pub fn pmtu_observe_xdp(ctx: XdpContext) -> u32 {
 /// another tool attached after it, and the end of the chain passes it on.
 #[classifier]
 pub fn pmtu_observe_tc_ingress(ctx: TcContext) -> i32 {
-    observe::observe(&SkbPacket(&ctx), packet::skb_ifindex(&ctx), HOOK_TC_INGRESS, false);
-    TC_ACT_UNSPEC
+    observe_tc(&ctx, false, HOOK_TC_INGRESS)
+}
+
+/// Observer at tc ingress, L3 interfaces.
+#[classifier]
+pub fn pmtu_observe_tc_ingress_l3(ctx: TcContext) -> i32 {
+    observe_tc(&ctx, true, HOOK_TC_INGRESS)
 }
 
 /// Observer at tc egress: PTBs this host sends or forwards.
 #[classifier]
 pub fn pmtu_observe_tc_egress(ctx: TcContext) -> i32 {
-    observe::observe(&SkbPacket(&ctx), packet::skb_ifindex(&ctx), HOOK_TC_EGRESS, true);
+    observe_tc(&ctx, false, HOOK_TC_EGRESS)
+}
+
+/// Observer at tc egress, L3 interfaces.
+#[classifier]
+pub fn pmtu_observe_tc_egress_l3(ctx: TcContext) -> i32 {
+    observe_tc(&ctx, true, HOOK_TC_EGRESS)
+}
+
+#[inline(always)]
+fn observe_tc(ctx: &TcContext, l3: bool, hook: u8) -> i32 {
+    let egress = hook == HOOK_TC_EGRESS;
+    observe::observe(&SkbPacket(ctx), skb_link(ctx, l3), packet::skb_ifindex(ctx), hook, egress);
     TC_ACT_UNSPEC
 }
 
 /// MSS clamper at tc ingress.
 #[classifier]
 pub fn pmtu_clamp_tc_ingress(ctx: TcContext) -> i32 {
-    clamp::clamp(&ctx);
+    clamp::clamp(&ctx, skb_link(&ctx, false));
     TC_ACT_UNSPEC
 }
 
 /// MSS clamper at tc egress.
 #[classifier]
 pub fn pmtu_clamp_tc_egress(ctx: TcContext) -> i32 {
-    clamp::clamp(&ctx);
+    clamp::clamp(&ctx, skb_link(&ctx, false));
     TC_ACT_UNSPEC
+}
+
+/// MSS clamper at tc ingress, L3 interfaces.
+#[classifier]
+pub fn pmtu_clamp_tc_ingress_l3(ctx: TcContext) -> i32 {
+    clamp::clamp(&ctx, skb_link(&ctx, true));
+    TC_ACT_UNSPEC
+}
+
+/// MSS clamper at tc egress, L3 interfaces.
+#[classifier]
+pub fn pmtu_clamp_tc_egress_l3(ctx: TcContext) -> i32 {
+    clamp::clamp(&ctx, skb_link(&ctx, true));
+    TC_ACT_UNSPEC
+}
+
+/// Ends the TCX chain with TC_ACT_OK, as many other tools' programs do.
+/// Never attached by pmtu: the tests put it in front of pmtu's programs to
+/// check that pmtu still runs first.
+#[classifier]
+pub fn pmtu_pass_tc(_ctx: TcContext) -> i32 {
+    TC_ACT_OK as i32
 }
 
 /// Does nothing: the floor `cargo xtask bench` measures the others against

@@ -63,9 +63,13 @@ pub fn count_clamp(slot: u32, counter: u32) {
     }
 }
 
+/// Per-CPU scratch the clamper parses into (see `clamp::parse_into`).
+#[map]
+pub static SYN_SCRATCH: PerCpuArray<pmtu_common::parse::Syn> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU scratch for the clamper (see `clamp::launder`).
 #[map]
-pub static CLAMP_SCRATCH: PerCpuArray<crate::clamp::Plan> = PerCpuArray::with_max_entries(1, 0);
+pub static CLAMP_SCRATCH: PerCpuArray<crate::clamp::Inputs> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU scratch the observer parses into (see `observe::observe`).
 #[map]

@@ -6,7 +6,7 @@ use pmtu_common::{
     counters,
     event::{HOOK_TC_EGRESS, PtbEvent},
     flow::{FlowKey, FlowState, ObserverConfig, record_seq},
-    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, NoL4, Outcome, Packet, parse_ip, parse_ptb_at, parse_sent_at, quoted_flow},
+    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, Link, NoL4, Outcome, Packet, parse_ip, parse_ptb_at, parse_sent_at, quoted_flow},
     ratelimit::{Take, new_bucket, take},
     validate::{REASON_RATE_LIMITED, REASON_SEQ_OUTSIDE, REASON_UNKNOWN_FLOW, intrinsic_reasons, seq_within},
 };
@@ -39,9 +39,9 @@ fn parse_into<P: Packet>(pkt: &P, ip: *const Ip, ev: *mut PtbEvent) -> Outcome {
 /// anything else that leaves is remembered as a flow. L2 and L3 are parsed
 /// once for both.
 #[inline(always)]
-pub fn observe<P: Packet>(pkt: &P, ifindex: u32, hook: u8, record_flows: bool) {
+pub fn observe<P: Packet>(pkt: &P, link: Link, ifindex: u32, hook: u8, record_flows: bool) {
     count(counters::INSPECTED);
-    let ip = match parse_ip(pkt) {
+    let ip = match parse_ip(pkt, link) {
         Ok(ip) => ip,
         Err(NoL4::Malformed) => return count(counters::MALFORMED),
         Err(NoL4::FragmentSkipped) => return count(counters::FRAGMENT_SKIPPED),

@@ -11,7 +11,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
-use pmtu_common::parse::Packet;
+use pmtu_common::parse::{Link, Packet};
 
 // Offsets go to the helpers as u32 unchecked: the parser's largest offset
 // (Ethernet, two tags, two IPv6 headers with six maximal extension headers
@@ -68,6 +68,26 @@ impl Packet for SkbPacket<'_> {
         };
         ret == 0
     }
+
+    #[inline(always)]
+    fn is_gso(&self) -> bool {
+        // SAFETY: `skb` points at the program's __sk_buff context; gso_size
+        // is readable by tc programs (Linux 5.7+).
+        unsafe { (*self.0.skb.skb).gso_size != 0 }
+    }
+}
+
+/// The link layout of a tc program's interface: `L3` programs run on
+/// devices without a link-layer header, where the kernel's
+/// `skb->protocol` (network order in the low 16 bits) names the family.
+#[inline(always)]
+pub fn skb_link(ctx: &TcContext, l3: bool) -> Link {
+    if !l3 {
+        return Link::Ethernet;
+    }
+    // SAFETY: `skb` points at the program's __sk_buff context.
+    let protocol = unsafe { (*ctx.skb.skb).protocol };
+    Link::L3 { ethertype: u16::from_be(protocol as u16) }
 }
 
 #[inline(always)]
