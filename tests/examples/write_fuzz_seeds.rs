@@ -6,7 +6,7 @@ use std::{fs, path::PathBuf};
 
 use pmtu_common::{
     event::PtbEvent,
-    parse::{Outcome, SlicePacket, parse_ptb},
+    parse::{Link, Outcome, SlicePacket, parse_ptb},
 };
 use pmtu_tests::{cases::corpus, clamp_cases::clamp_corpus};
 
@@ -22,7 +22,7 @@ fn main() {
     for case in corpus() {
         write("parse_frame", &case.name, &case.frame);
         let mut ev = PtbEvent::zeroed();
-        if parse_ptb(&SlicePacket(&case.frame), &mut ev) == Outcome::Ptb {
+        if parse_ptb(&SlicePacket(&case.frame), Link::Ethernet, &mut ev) == Outcome::Ptb {
             ev.ts_ns = 1_000_000_000 * (records.len() as u64 / 104 + 1);
             write("ring_record", &case.name, bytemuck::bytes_of(&ev));
             records.extend_from_slice(bytemuck::bytes_of(&ev));
@@ -30,6 +30,16 @@ fn main() {
     }
     for case in clamp_corpus() {
         write("parse_frame", &format!("clamp {}", case.name), &case.frame);
+    }
+    // mss_rewrite: control bytes (family, framing, flags, clamp), then options.
+    for (name, control, options) in [
+        ("v4 Linux layout", [0x00u8, 0x05, 0x50], vec![2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7]),
+        ("v6 odd offset vlan", [0x13, 0x05, 0x50], vec![1, 2, 4, 5, 0xa0, 1, 1, 1]),
+        ("v4 no mss AE l3", [0x18, 0x03, 0xe8], vec![4, 2, 1, 1]),
+        ("v6 tcp-ao", [0x05, 0x04, 0x00], vec![29, 16, 1, 1, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 2, 4, 5, 0xb4]),
+        ("v4 two mss qinq", [0x06, 0x04, 0x00], vec![2, 4, 5, 0xb4, 2, 4, 5, 0x78]),
+    ] {
+        write("mss_rewrite", name, &[&control[..], &options[..]].concat());
     }
     write("table_ops", "all records", &records);
     write("table_ops", "records and expiries", &[&records[..208], &[200u8; 7][..], &records[208..416]].concat());

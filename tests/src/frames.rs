@@ -202,6 +202,12 @@ pub fn quote_v6(src: &str, dst: &str, exts: &[(u8, Vec<u8>)], proto: u8, len: u1
 /// its checksum over the IPv4 or IPv6 pseudo-header (RFC 9293 §3.1,
 /// RFC 8200 §8.1).
 pub fn tcp(src: &str, dst: &str, flags: u8, opts: &[u8], payload: &[u8]) -> Vec<u8> {
+    tcp_with_low_bits(src, dst, 0, flags, opts, payload)
+}
+
+/// [`tcp`] with the low nibble of header byte 12 set: the AE (AccECN,
+/// RFC 9768) bit is 0x01, the reserved bits 0x0e.
+pub fn tcp_with_low_bits(src: &str, dst: &str, low: u8, flags: u8, opts: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut o = opts.to_vec();
     while o.len() % 4 != 0 {
         o.push(0);
@@ -210,7 +216,7 @@ pub fn tcp(src: &str, dst: &str, flags: u8, opts: &[u8], payload: &[u8]) -> Vec<
     let mut t = vec![0x9c, 0x40, 0x13, 0x89]; // 40000 -> 5001
     t.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
     t.extend_from_slice(&(if flags & 0x10 != 0 { 0x0a0b_0c0du32 } else { 0 }).to_be_bytes());
-    t.extend_from_slice(&[(doff as u8) << 4, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+    t.extend_from_slice(&[((doff as u8) << 4) | (low & 0x0f), flags, 0xfa, 0xf0, 0, 0, 0, 0]);
     t.extend_from_slice(&o);
     t.extend_from_slice(payload);
     let mut pseudo = Vec::new();
@@ -259,6 +265,10 @@ pub struct Checked {
     pub mss: Vec<u16>,
     pub options: Vec<u8>,
     pub payload_len: usize,
+    /// TCP header bytes 12 and 13 (Data Offset, reserved and AE bits, flags).
+    pub word6: [u8; 2],
+    /// Where the IP header starts in the frame.
+    pub l3: usize,
 }
 
 /// Verifies an Ethernet/VLAN/IPv4-or-IPv6(+ext)/TCP frame: IP lengths match
@@ -271,11 +281,23 @@ pub fn check_tcp_frame(frame: &[u8]) -> Result<Checked, String> {
         ethertype = u16::from_be_bytes([frame[off + 2], frame[off + 3]]);
         off += 4;
     }
-    let ip = &frame[off..];
+    check_tcp_ip(&frame[off..], ethertype).map(|c| Checked { l3: off, ..c })
+}
+
+/// [`check_tcp_frame`] for an IP packet with no link-layer header (as on a
+/// tun device), of the family `ethertype` names. An IP length field of 0
+/// (BIG TCP) means the packet runs to the end of the buffer.
+pub fn check_tcp_ip(ip: &[u8], ethertype: u16) -> Result<Checked, String> {
+    if ip.len() < 40 {
+        return Err(format!("{} bytes is too short for IP and TCP", ip.len()));
+    }
     let (tcp, pseudo) = match ethertype {
         ETH_P_IP => {
             let ihl = (ip[0] & 0xf) as usize * 4;
-            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+            let total = match u16::from_be_bytes([ip[2], ip[3]]) as usize {
+                0 => ip.len(),
+                n => n,
+            };
             if total != ip.len() {
                 return Err(format!("IPv4 total length {total}, frame has {}", ip.len()));
             }
@@ -289,15 +311,26 @@ pub fn check_tcp_frame(frame: &[u8]) -> Result<Checked, String> {
             (tcp, p)
         }
         ETH_P_IPV6 => {
-            let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+            let plen = match u16::from_be_bytes([ip[4], ip[5]]) as usize {
+                0 => ip.len() - 40,
+                n => n,
+            };
             if plen + 40 != ip.len() {
                 return Err(format!("IPv6 payload length {plen}, frame has {}", ip.len() - 40));
             }
             let mut nh = ip[6];
             let mut at = 40;
             while nh != 6 {
+                if at + 2 > ip.len() {
+                    return Err("IPv6 extension headers run past the packet".into());
+                }
+                let len = match nh {
+                    51 => (ip[at + 1] as usize + 2) * 4, // AH counts 4-octet units
+                    44 => 8,
+                    _ => (ip[at + 1] as usize + 1) * 8,
+                };
                 nh = ip[at];
-                at += (ip[at + 1] as usize + 1) * 8;
+                at += len;
             }
             let tcp = &ip[at..];
             let mut p = ip[8..40].to_vec();
@@ -313,6 +346,9 @@ pub fn check_tcp_frame(frame: &[u8]) -> Result<Checked, String> {
         return Err("TCP checksum does not verify".into());
     }
     let doff = (tcp[12] >> 4) as usize * 4;
+    if doff < 20 || doff > tcp.len() {
+        return Err(format!("TCP data offset {doff} in a {}-byte segment", tcp.len()));
+    }
     let options = tcp[20..doff].to_vec();
     let mut mss = Vec::new();
     let mut i = 0;
@@ -321,13 +357,13 @@ pub fn check_tcp_frame(frame: &[u8]) -> Result<Checked, String> {
             0 => break,
             1 => i += 1,
             kind => {
-                let len = options[i + 1] as usize;
-                if kind == 2 && len == 4 {
+                let len = options.get(i + 1).copied().unwrap_or(0) as usize;
+                if kind == 2 && len == 4 && i + 4 <= options.len() {
                     mss.push(u16::from_be_bytes([options[i + 2], options[i + 3]]));
                 }
                 i += len.max(1);
             }
         }
     }
-    Ok(Checked { mss, options, payload_len: tcp.len() - doff })
+    Ok(Checked { mss, options, payload_len: tcp.len() - doff, word6: [tcp[12], tcp[13]], l3: 0 })
 }

@@ -8,7 +8,7 @@ use clap::Parser as _;
 use pmtu_common::{
     event::PtbEvent,
     flow::FlowKey,
-    parse::{Outcome, SlicePacket, Syn, SynOutcome, parse_ptb, parse_sent, parse_syn, quoted_flow},
+    parse::{Link, Outcome, SlicePacket, Syn, SynOutcome, parse_ptb, parse_sent, parse_syn, quoted_flow},
     tcpopt::scan_options,
     validate::intrinsic_reasons,
 };
@@ -23,13 +23,13 @@ use pmtu_user::{
 pub fn parse_frame(data: &[u8]) {
     let pkt = SlicePacket(data);
     let mut ev = PtbEvent::zeroed();
-    if parse_ptb(&pkt, &mut ev) == Outcome::Ptb {
+    if parse_ptb(&pkt, Link::Ethernet, &mut ev) == Outcome::Ptb {
         assert!(ev.family == 4 || ev.family == 6);
         let _ = intrinsic_reasons(&ev);
         let _ = quoted_flow(&ev);
     }
     let mut syn = Syn::default();
-    if parse_syn(&pkt, &mut syn) == SynOutcome::Syn {
+    if parse_syn(&pkt, Link::Ethernet, &mut syn) == SynOutcome::Syn {
         assert!(syn.l3 < syn.l4 && syn.l4 + syn.tcp_hdr_len <= syn.ip_end && syn.ip_end <= data.len());
         let scan = scan_options(&pkt, syn.l4 + 20, syn.tcp_hdr_len - 20);
         for m in &scan.mss[..scan.mss_count as usize] {
@@ -37,7 +37,7 @@ pub fn parse_frame(data: &[u8]) {
         }
     }
     let mut key = FlowKey::default();
-    let _ = parse_sent(&pkt, &mut key);
+    let _ = parse_sent(&pkt, Link::Ethernet, &mut key);
 }
 
 /// A ring record as the kernel would hand it over, then both renderings.
@@ -92,5 +92,44 @@ pub fn table_ops(data: &[u8]) {
 }
 
 /// The targets by name, for replay.
-pub const TARGETS: [(&str, fn(&[u8])); 4] =
-    [("parse_frame", parse_frame), ("ring_record", ring_record), ("cli_args", cli_args), ("table_ops", table_ops)];
+pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+    ("parse_frame", parse_frame),
+    ("ring_record", ring_record),
+    ("cli_args", cli_args),
+    ("table_ops", table_ops),
+    ("mss_rewrite", mss_rewrite),
+];
+
+/// The MSS rewrite against the from-scratch oracle: the first three bytes
+/// choose family, framing, SYN/SYN-ACK, AE bits and the clamp; the rest
+/// (up to 40 bytes) are the TCP options, whatever they hold. The oracle
+/// (crate::rewrite_check) must agree on the outcome, and every changed
+/// frame must verify from scratch.
+pub fn mss_rewrite(data: &[u8]) {
+    let [a, b, c, options @ ..] = data else {
+        return;
+    };
+    let spec = crate::rewrite_check::SynSpec {
+        v6: a & 1 != 0,
+        tags: match (a >> 1) & 3 {
+            0 => None,
+            n => Some(n as usize - 1),
+        },
+        syn_ack: a & 8 != 0,
+        low_bits: a >> 4,
+        options: options[..options.len().min(40)].to_vec(),
+        v6_exts: (*b & 1) as usize,
+        target: u16::from_be_bytes([*b, *c]).max(88) as u32,
+    };
+    if let Err(e) = crate::rewrite_check::check_spec(&spec) {
+        panic!("{spec:?}: {e}");
+    }
+    // And the raw bytes as a whole frame of either framing: never a panic.
+    let mut buf = data.to_vec();
+    buf.resize(data.len() + 4, 0);
+    for link in [Link::Ethernet, Link::L3 { ethertype: 0x0800 }, Link::L3 { ethertype: 0x86dd }] {
+        let mut copy = buf.clone();
+        // Room for the 4 bytes an insert adds was given, so the plan fits.
+        pmtu_common::rewrite::clamp_frame(&mut copy, data.len(), link, a & 0x80 != 0, 1000).expect("the plan fits the buffer");
+    }
+}

@@ -2,7 +2,7 @@
 
 use pmtu_common::{
     event::PtbEvent,
-    parse::{Outcome, SlicePacket, parse_ptb},
+    parse::{Link, Outcome, SlicePacket, parse_ptb},
     validate::intrinsic_reasons,
 };
 use pmtu_tests::cases::{Expect, corpus, ptb4, ptb6};
@@ -10,7 +10,7 @@ use pmtu_tests::frames::{ETH_P_IP, ETH_P_IPV6, eth};
 
 fn parse(frame: &[u8]) -> (Outcome, PtbEvent) {
     let mut ev = PtbEvent::zeroed();
-    let outcome = parse_ptb(&SlicePacket(frame), &mut ev);
+    let outcome = parse_ptb(&SlicePacket(frame), Link::Ethernet, &mut ev);
     (outcome, ev)
 }
 

@@ -21,7 +21,10 @@ use pmtu_tests::{
 };
 use pmtu_user::{
     counters::Counters,
-    loader::{PROG_CLAMP_EGRESS, PROG_CLAMP_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP, Programs, Role},
+    loader::{
+        PROG_CLAMP_EGRESS, PROG_CLAMP_EGRESS_L3, PROG_CLAMP_INGRESS, PROG_CLAMP_INGRESS_L3, PROG_TC_EGRESS, PROG_TC_EGRESS_L3,
+        PROG_TC_INGRESS, PROG_TC_INGRESS_L3, PROG_XDP, Programs, Role,
+    },
 };
 
 const XDP_PASS: u32 = 2;
@@ -264,8 +267,8 @@ fn verifier_work_stays_small() {
     let mut observer = Programs::load(Role::Observer, None).unwrap();
     let mut clamper = Programs::load(Role::Clamper, None).unwrap();
     let all = [
-        (&mut observer, &[PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS][..]),
-        (&mut clamper, &[PROG_CLAMP_INGRESS, PROG_CLAMP_EGRESS][..]),
+        (&mut observer, &[PROG_XDP, PROG_TC_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS_L3, PROG_TC_EGRESS_L3][..]),
+        (&mut clamper, &[PROG_CLAMP_INGRESS, PROG_CLAMP_EGRESS, PROG_CLAMP_INGRESS_L3, PROG_CLAMP_EGRESS_L3][..]),
     ];
     for (programs, names) in all {
         for name in names {

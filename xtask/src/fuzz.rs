@@ -8,7 +8,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, bail};
 
-pub const TARGETS: [&str; 4] = ["parse_frame", "ring_record", "cli_args", "table_ops"];
+pub const TARGETS: [&str; 5] = ["parse_frame", "ring_record", "cli_args", "table_ops", "mss_rewrite"];
 
 fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     let have = Command::new("cargo")
