@@ -34,7 +34,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Interface to observe (repeat for several).
+    /// Interface to observe, or a pattern such as 'ppp*' for every matching
+    /// interface, now and as they appear (repeat for several). An interface
+    /// that goes is observed again when it returns.
     #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
     pub interfaces: Vec<String>,
     /// Ingress hook; tc egress is always attached too.
@@ -50,7 +52,7 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_EXPIRES_SECS)]
     pub expires: u64,
     /// Destinations kept in the table; the least recently updated go first.
-    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(DEFAULT_MAX_DESTINATIONS).expect("non-zero"))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DESTINATIONS_NZ)]
     pub max_destinations: NonZeroUsize,
     /// Let messages that fail validation (forged, unknown flow, below the
     /// MTU floor, ...) into the table too. They are always printed.
@@ -71,6 +73,12 @@ pub struct TraceArgs {
     pub ring_kib: Option<u32>,
 }
 
+/// Checked when compiling: no panic is left for run time.
+const DEFAULT_MAX_DESTINATIONS_NZ: NonZeroUsize = match NonZeroUsize::new(DEFAULT_MAX_DESTINATIONS) {
+    Some(n) => n,
+    None => panic!("DEFAULT_MAX_DESTINATIONS must not be zero"),
+};
+
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
     let kib: u32 = s.parse().map_err(|_| format!("{s:?} is not a number of KiB"))?;
     if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
@@ -82,7 +90,10 @@ fn parse_ring_kib(s: &str) -> Result<u32, String> {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["set_mss", "to_pmtu"])))]
 pub struct ClampArgs {
-    /// Interface to clamp on, both directions (repeat for several).
+    /// Interface to clamp on, both directions, or a pattern such as 'ppp*'
+    /// for every matching interface, now and as they appear (repeat for
+    /// several; iptables writes 'ppp+'). An interface that goes is clamped
+    /// again when it returns.
     #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
     pub interfaces: Vec<String>,
     /// Clamp to this MSS (never raises one).
@@ -193,6 +204,13 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn interfaces_may_be_globs() {
+        let cli = Cli::try_parse_from(["pmtu", "clamp", "-i", "ppp*", "-i", "wg*", "-i", "eth0", "--to-pmtu"]).unwrap();
+        let Command::Clamp(c) = cli.command else { panic!("not clamp") };
+        assert_eq!(ClampOptions::from(c).ifaces, ["ppp*", "wg*", "eth0"]);
     }
 
     #[test]

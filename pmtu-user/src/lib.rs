@@ -10,6 +10,7 @@ pub mod clock;
 pub mod counters;
 pub mod decode;
 pub mod demo;
+pub mod iface;
 pub mod lab;
 pub mod loader;
 pub mod render;

@@ -15,6 +15,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     clock::{WallClock, monotonic_ns},
     decode::decode,
+    iface::{Hooks, Iface, Interfaces, LinkKind, Prepared},
     loader::{IngressHook, Programs, Role, ifname},
     render::{self, Totals},
     stop::Stop,
@@ -41,7 +42,6 @@ struct Consumer {
     table: Table,
     clock: WallClock,
     json: bool,
-    ifnames: HashMap<u32, String>,
     delivered: u64,
     decode_errors: u64,
     accept_unvalidated: bool,
@@ -49,14 +49,10 @@ struct Consumer {
 }
 
 impl Consumer {
-    fn ifname(&mut self, index: u32) -> &str {
-        self.ifnames
-            .entry(index)
-            .or_insert_with(|| ifname(index).unwrap_or_else(|| format!("if{index}")))
-    }
-
     /// Reads every record available now. Stops early only if stdout is gone.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> io::Result<()> {
+    /// `names` has every interface the observer is attached to: events only
+    /// come from those.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, names: &HashMap<u32, String>) -> io::Result<()> {
         let stdout = io::stdout();
         let mut out = stdout.lock();
         while let Some(record) = ring.next() {
@@ -70,12 +66,14 @@ impl Consumer {
             };
             drop(record);
             self.delivered += 1;
-            let (json, clock) = (self.json, self.clock);
-            let name = self.ifname(ptb.ifindex).to_string();
-            let line = if json {
-                render::event_json(&ptb, &name, &clock)
+            let name = match names.get(&ptb.ifindex) {
+                Some(name) => name.clone(),
+                None => ifname(ptb.ifindex).unwrap_or_else(|| format!("if{}", ptb.ifindex)),
+            };
+            let line = if self.json {
+                render::event_json(&ptb, &name, &self.clock)
             } else {
-                render::event_text(&ptb, &name, &clock)
+                render::event_text(&ptb, &name, &self.clock)
             };
             writeln!(out, "{line}")?;
             if ptb.is_valid() || self.accept_unvalidated {
@@ -88,12 +86,42 @@ impl Consumer {
     }
 }
 
+/// `pmtu trace`'s side of attaching: the observer's programs for the
+/// interface's framing, and its name for the events it reports.
+struct Tracer {
+    programs: Programs,
+    hook: IngressHook,
+    names: HashMap<u32, String>,
+}
+
+/// Links per traced interface at most: XDP or tc ingress, tc egress, and
+/// one spare for the tc fallback when XDP fails.
+const LINKS_PER_IFACE: u64 = 3;
+
+impl Hooks for Tracer {
+    fn verb(&self) -> &'static str {
+        "tracing"
+    }
+
+    fn room(&self) -> usize {
+        usize::try_from(self.programs.link_room() / LINKS_PER_IFACE).unwrap_or(usize::MAX)
+    }
+
+    fn attach(&mut self, iface: &Iface, kind: LinkKind) -> anyhow::Result<Vec<String>> {
+        let said = self.programs.attach_observer(iface.index, &iface.name, kind, self.hook)?;
+        self.names.insert(iface.index, iface.name.clone());
+        Ok(said)
+    }
+
+    fn detach(&mut self, index: u32, _name: &str) -> anyhow::Result<()> {
+        self.names.remove(&index);
+        self.programs.detach_iface(index)
+    }
+}
+
 pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let mut stop = Stop::install(opts.duration)?;
-
-    for iface in &opts.ifaces {
-        crate::loader::ifindex(iface)?;
-    }
+    let prepared = Prepared::new(&opts.ifaces).await?;
     if opts.accept_unvalidated {
         eprintln!(
             "pmtu: WARNING: --accept-unvalidated: Packet-Too-Big messages that fail validation \
@@ -102,18 +130,15 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     }
     let mut observer = Programs::load(Role::Observer, opts.ring_bytes)?;
     observer.set_observer_config(opts.config)?;
-    for iface in &opts.ifaces {
-        for line in observer.attach(iface, opts.hook)? {
-            eprintln!("pmtu: {line}");
-        }
-    }
+    let ring = observer.take_events()?;
+    let tracer = Tracer { programs: observer, hook: opts.hook, names: HashMap::new() };
+    let mut ifaces = Interfaces::start(prepared, tracer)?;
     eprintln!(
         "pmtu: attached to {} interface(s); {} and prints the table",
-        opts.ifaces.len(),
+        ifaces.attached(),
         Stop::describe(opts.duration)
     );
 
-    let ring = observer.take_events()?;
     // SAFETY: the RingBuf owns its map fd and keeps it open and unchanged for
     // as long as the AsyncFd holds it.
     let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the event ring")?;
@@ -121,39 +146,54 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         table: Table::new(opts.max_destinations, opts.expires_secs),
         clock: WallClock::now(),
         json: opts.json,
-        ifnames: HashMap::new(),
         delivered: 0,
         decode_errors: 0,
         accept_unvalidated: opts.accept_unvalidated,
         ignored: 0,
     };
     let mut stdout_gone = false;
+    let mut failure = None;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the event ring")?;
-                if consumer.drain(guard.get_inner_mut()).is_err() {
+                if consumer.drain(guard.get_inner_mut(), &ifaces.hooks.names).is_err() {
                     stdout_gone = true;
                     break;
                 }
                 guard.clear_ready();
             }
+            event = ifaces.next_event() => {
+                // What the ring holds came from interfaces as they were:
+                // print it under their names before a detach forgets them.
+                if consumer.drain(ring.get_mut(), &ifaces.hooks.names).is_err() {
+                    stdout_gone = true;
+                    break;
+                }
+                if let Err(e) = ifaces.apply(event).await {
+                    failure = Some(e);
+                    break;
+                }
+            }
             () = stop.wait() => break,
         }
     }
 
-    observer.detach_all()?;
+    let names = ifaces.hooks.names.clone();
+    let (tracer, detached) = ifaces.stop();
+    detached?;
     eprintln!("pmtu: detached");
     if stdout_gone {
-        return Ok(());
+        return failure.map_or(Ok(()), Err);
     }
     // Whatever the programs submitted before they were detached.
-    if consumer.drain(ring.get_mut()).is_err() {
-        return Ok(()); // stdout is gone: nobody to print the table to.
+    if consumer.drain(ring.get_mut(), &names).is_err() {
+        // stdout is gone: nobody to print the table to.
+        return failure.map_or(Ok(()), Err);
     }
 
     let totals = Totals {
-        kernel: observer.counters()?,
+        kernel: tracer.programs.counters()?,
         events_delivered: consumer.delivered,
         events_ignored: consumer.ignored,
         decode_errors: consumer.decode_errors,
@@ -166,7 +206,10 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         format!("\n{}", render::table_text(&rows, &totals))
     };
     let mut out = io::stdout().lock();
-    // A closed stdout at the very end is not worth an error exit.
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-    Ok(())
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // A reader that left before the table is not worth an error exit.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        other => other.context("printing the table")?,
+    }
+    failure.map_or(Ok(()), Err)
 }
