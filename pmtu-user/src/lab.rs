@@ -380,40 +380,56 @@ impl BlackHoleLab {
     /// Sends `bytes` from c0 to s3 and `bytes` back over one TCP connection
     /// to `server` (an address of s3), giving up `timeout` after it starts.
     pub fn transfer(&self, server: &str, port: u16, bytes: usize, timeout: Duration) -> anyhow::Result<Transfer> {
-        let addr: SocketAddr = SocketAddr::new(server.parse().context("server address")?, port);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let server_thread = self.s3.spawn(move || -> anyhow::Result<usize> {
-            let listener = TcpListener::bind(addr).context("bind in s3")?;
-            ready_tx.send(()).ok();
-            let (mut conn, _) = listener.accept().context("accept in s3")?;
-            let deadline = Instant::now() + timeout;
-            let got = read_n(&mut conn, bytes, deadline);
-            if got == bytes {
-                write_n(&mut conn, bytes, deadline);
-            }
-            Ok(got)
-        })?;
-        ready_rx.recv_timeout(Duration::from_secs(5)).context("server in s3 did not start")?;
-        let started = Instant::now();
-        let client = self.c0.enter(move || -> anyhow::Result<(usize, usize)> {
-            let deadline = Instant::now() + timeout;
-            let mut conn = TcpStream::connect_timeout(&addr, timeout).context("connect from c0")?;
-            let sent = write_n(&mut conn, bytes, deadline);
-            let received = if sent == bytes { read_n(&mut conn, bytes, deadline) } else { 0 };
-            Ok((sent, received))
-        })??;
-        let elapsed = started.elapsed();
-        // The server gives up on its own timeout; don't wait for it otherwise.
-        let server_got = if client.0 == bytes && client.1 == bytes {
-            server_thread.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??
-        } else {
-            0
-        };
-        Ok(Transfer { bytes, sent: client.0, server_got, received: client.1, elapsed })
+        transfer(&self.c0, &self.s3, server, port, bytes, timeout)
     }
 }
 
-/// Result of [`BlackHoleLab::transfer`].
+/// Sends `bytes` from a client in namespace `client` to a listener in
+/// `server_ns` and `bytes` back over one TCP connection to `server` (an
+/// address of `server_ns`), giving up `timeout` after it starts. Every lab's
+/// "does TCP get through" check: a black hole stalls it.
+pub fn transfer(
+    client: &Netns,
+    server_ns: &Netns,
+    server: &str,
+    port: u16,
+    bytes: usize,
+    timeout: Duration,
+) -> anyhow::Result<Transfer> {
+    let addr: SocketAddr = SocketAddr::new(server.parse().context("server address")?, port);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let ns_name = server_ns.name().to_string();
+    let server_thread = server_ns.spawn(move || -> anyhow::Result<usize> {
+        let listener = TcpListener::bind(addr).with_context(|| format!("bind {addr} in {ns_name}"))?;
+        ready_tx.send(()).ok();
+        let (mut conn, _) = listener.accept().context("accept in the server namespace")?;
+        let deadline = Instant::now() + timeout;
+        let got = read_n(&mut conn, bytes, deadline);
+        if got == bytes {
+            write_n(&mut conn, bytes, deadline);
+        }
+        Ok(got)
+    })?;
+    ready_rx.recv_timeout(Duration::from_secs(5)).context("the server did not start")?;
+    let started = Instant::now();
+    let client = client.enter(move || -> anyhow::Result<(usize, usize)> {
+        let deadline = Instant::now() + timeout;
+        let mut conn = TcpStream::connect_timeout(&addr, timeout).context("connect from the client namespace")?;
+        let sent = write_n(&mut conn, bytes, deadline);
+        let received = if sent == bytes { read_n(&mut conn, bytes, deadline) } else { 0 };
+        Ok((sent, received))
+    })??;
+    let elapsed = started.elapsed();
+    // The server gives up on its own timeout; don't wait for it otherwise.
+    let server_got = if client.0 == bytes && client.1 == bytes {
+        server_thread.join().map_err(|_| anyhow::anyhow!("server thread panicked"))??
+    } else {
+        0
+    };
+    Ok(Transfer { bytes, sent: client.0, server_got, received: client.1, elapsed })
+}
+
+/// Result of [`transfer`].
 #[derive(Debug)]
 pub struct Transfer {
     pub bytes: usize,

@@ -8,7 +8,10 @@ pub mod frames;
 pub mod fuzz;
 pub mod procs;
 pub mod residue;
+pub mod rewrite_check;
 pub mod soak;
+pub mod tunnel;
+pub mod wire;
 
 use std::{io::Write as _, path::PathBuf};
 
