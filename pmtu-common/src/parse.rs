@@ -19,6 +19,12 @@ pub trait Packet {
     /// The frame's length in bytes.
     fn len(&self) -> usize;
 
+    /// True for a frame of no bytes.
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Copies the `N` bytes at `offset` into `dst`; `false` (and `dst` in an
     /// unspecified state) if the packet ends before them.
     fn read_into<const N: usize>(&self, offset: usize, dst: &mut [u8; N]) -> bool;

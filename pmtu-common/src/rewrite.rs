@@ -46,7 +46,7 @@ impl CsumWord {
     /// from the start of the checksummed data.
     #[inline(always)]
     pub fn at(rel: usize, old: [u8; 2], new: [u8; 2]) -> Self {
-        if rel % 2 == 0 {
+        if rel.is_multiple_of(2) {
             Self { from: old, to: new }
         } else {
             // Straddling two aligned words: [x, o0] [o1, y] sums like the
@@ -178,7 +178,7 @@ fn plan_insert(syn: &Syn, target: u32) -> Plan {
     // the sender sized it for; a 60-byte header has no room (Data Offset is
     // 4 bits); a BIG TCP length of 0 cannot grow.
     let opts = syn.tcp_hdr_len - 20;
-    if syn.payload_len() != 0 || opts + 4 > MAX_OPTIONS_LEN || opts % 4 != 0 || syn.len_from_frame {
+    if syn.payload_len() != 0 || opts + 4 > MAX_OPTIONS_LEN || !opts.is_multiple_of(4) || syn.len_from_frame {
         return Plan::Leave(NO_ROOM);
     }
     let (ip_len_at, ip_len, ip_csum_at) = if syn.family == 4 {

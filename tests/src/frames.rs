@@ -64,7 +64,7 @@ impl<'a> V4<'a> {
 
     pub fn build(&self, payload: &[u8]) -> Vec<u8> {
         let mut opts = self.options.to_vec();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(0); // EOL padding
         }
         let ihl = (20 + opts.len()) / 4;
@@ -209,7 +209,7 @@ pub fn tcp(src: &str, dst: &str, flags: u8, opts: &[u8], payload: &[u8]) -> Vec<
 /// RFC 9768) bit is 0x01, the reserved bits 0x0e.
 pub fn tcp_with_low_bits(src: &str, dst: &str, low: u8, flags: u8, opts: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut o = opts.to_vec();
-    while o.len() % 4 != 0 {
+    while !o.len().is_multiple_of(4) {
         o.push(0);
     }
     let doff = (20 + o.len()) / 4;

@@ -92,7 +92,10 @@ pub fn table_ops(data: &[u8]) {
 }
 
 /// The targets by name, for replay.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+/// A fuzz target's name and body.
+pub type Target = (&'static str, fn(&[u8]));
+
+pub const TARGETS: [Target; 5] = [
     ("parse_frame", parse_frame),
     ("ring_record", ring_record),
     ("cli_args", cli_args),
