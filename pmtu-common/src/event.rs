@@ -5,6 +5,15 @@ pub const HOOK_XDP: u8 = 0;
 pub const HOOK_TC_INGRESS: u8 = 1;
 pub const HOOK_TC_EGRESS: u8 = 2;
 
+/// Which way the message went (`direction`), as the kernel routes it.
+/// Addressed to this host (a local address): ICMP this host acts on.
+pub const DIR_RECEIVED: u8 = 1;
+/// Forwarded through this host: arriving on `ifindex`, leaving on
+/// `out_ifindex` (0 if the way out is not known).
+pub const DIR_TRANSIT: u8 = 2;
+/// Sent by this host (its own icmp_send / icmp6_send).
+pub const DIR_SENT: u8 = 3;
+
 /// `flags` bits.
 /// The router sent MTU 0 and `mtu` holds the RFC 1191 §7 plateau estimate.
 pub const FLAG_MTU_ESTIMATED: u8 = 1 << 0;
@@ -41,7 +50,11 @@ pub struct PtbEvent {
     /// Why the message is not to be trusted: `validate::REASON_*` bits;
     /// zero means valid.
     pub reasons: u16,
-    pub _pad: [u8; 6],
+    /// `DIR_*`.
+    pub direction: u8,
+    pub _pad: u8,
+    /// For `DIR_TRANSIT`: the interface the message leaves by.
+    pub out_ifindex: u32,
     /// Outer source: the router that reported the MTU.
     pub reporter: [u8; 16],
     /// Outer destination: who the report is addressed to.
@@ -67,7 +80,9 @@ impl PtbEvent {
             flags: 0,
             l4_head: [0; 8],
             reasons: 0,
-            _pad: [0; 6],
+            direction: 0,
+            _pad: 0,
+            out_ifindex: 0,
             reporter: [0; 16],
             to: [0; 16],
             orig_src: [0; 16],

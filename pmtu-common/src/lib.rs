@@ -7,7 +7,11 @@
 //! (and later fuzzed) on the host against plain byte slices.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod counters;
+pub mod csum;
 pub mod event;
 pub mod flow;
 pub mod parse;

@@ -21,14 +21,31 @@ pub const REASON_TRUNCATED_QUOTE: u16 = 1 << 4;
 /// The reporter (or all reporters together) exceeded the rate limit; this
 /// event opens a run of suppressed ones, which are only counted.
 pub const REASON_RATE_LIMITED: u16 = 1 << 5;
+/// The ICMP/ICMPv6 checksum or the IPv4 header checksum is wrong: the
+/// kernel drops such a message (IcmpInCsumErrors, Icmp6InCsumErrors,
+/// IpInHdrErrors) before acting on it.
+pub const REASON_BAD_CHECKSUM: u16 = 1 << 6;
+/// Seen arriving, addressed to neither a local address nor one this host
+/// forwards to (forwarding off, no route): the kernel drops it
+/// (IpInAddrErrors / Ip6InAddrErrors).
+pub const REASON_NOT_FOR_US: u16 = 1 << 7;
+/// The quoted packet is a non-first fragment: it names no flow.
+pub const REASON_QUOTED_FRAGMENT: u16 = 1 << 8;
+/// The quoted packet's IPv6 extension headers outlast the walk
+/// (parse::MAX_EXT_HEADERS) before its transport header.
+pub const REASON_EXT_HEADER_LIMIT: u16 = 1 << 9;
 
-pub const REASON_NAMES: [(u16, &str); 6] = [
+pub const REASON_NAMES: [(u16, &str); 10] = [
     (REASON_BELOW_FLOOR, "below-floor"),
     (REASON_NOT_SMALLER, "not-smaller"),
     (REASON_UNKNOWN_FLOW, "unknown-flow"),
     (REASON_SEQ_OUTSIDE, "seq-outside"),
     (REASON_TRUNCATED_QUOTE, "truncated-quote"),
     (REASON_RATE_LIMITED, "rate-limited"),
+    (REASON_BAD_CHECKSUM, "bad-checksum"),
+    (REASON_NOT_FOR_US, "not-for-us"),
+    (REASON_QUOTED_FRAGMENT, "quoted-fragment"),
+    (REASON_EXT_HEADER_LIMIT, "ext-header-limit"),
 ];
 
 /// Linux's default `net.ipv4.route.min_pmtu` (512 + 20 + 20).

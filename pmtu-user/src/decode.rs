@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use pmtu_common::{
-    event::{FLAG_MTU_ESTIMATED, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent},
+    event::{DIR_RECEIVED, DIR_SENT, DIR_TRANSIT, FLAG_MTU_ESTIMATED, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent},
     validate::REASON_NAMES,
 };
 use thiserror::Error;
@@ -36,6 +36,30 @@ impl Hook {
     }
 }
 
+/// Which way a message went through this host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// Addressed to this host.
+    Received,
+    /// Forwarded through this host.
+    Transit,
+    /// This host's own.
+    Sent,
+    /// The kernel program could not tell (older records).
+    Unknown,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Received => "received",
+            Direction::Transit => "transit",
+            Direction::Sent => "sent",
+            Direction::Unknown => "unknown",
+        }
+    }
+}
+
 /// One Packet-Too-Big, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ptb {
@@ -55,6 +79,9 @@ pub struct Ptb {
     pub quoted_len: u32,
     /// `validate::REASON_*` bits; zero means valid.
     pub reasons: u16,
+    pub direction: Direction,
+    /// For a transit message: the interface it leaves by, when known.
+    pub out_ifindex: Option<u32>,
 }
 
 impl Ptb {
@@ -118,6 +145,13 @@ pub fn decode_event(raw: &PtbEvent) -> Result<Ptb, DecodeError> {
         dport: raw.dport(),
         quoted_len: raw.quoted_len,
         reasons: raw.reasons,
+        direction: match raw.direction {
+            DIR_RECEIVED => Direction::Received,
+            DIR_TRANSIT => Direction::Transit,
+            DIR_SENT => Direction::Sent,
+            _ => Direction::Unknown,
+        },
+        out_ifindex: (raw.out_ifindex != 0).then_some(raw.out_ifindex),
     })
 }
 

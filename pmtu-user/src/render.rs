@@ -223,6 +223,8 @@ mod tests {
             dport: Some(53),
             quoted_len: 1370,
             reasons: 0,
+            direction: crate::decode::Direction::Received,
+            out_ifindex: None,
         }
     }
 

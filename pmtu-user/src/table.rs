@@ -192,6 +192,8 @@ mod tests {
             dport: None,
             quoted_len: 1500,
             reasons: 0,
+            direction: crate::decode::Direction::Received,
+            out_ifindex: None,
         }
     }
 
