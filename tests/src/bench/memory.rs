@@ -42,6 +42,8 @@ pub fn feed(n: u64) -> MemoryPoint {
             dport: Some(2),
             quoted_len: 1500,
             reasons: 0,
+            direction: pmtu_user::decode::Direction::Received,
+            out_ifindex: None,
         });
     }
     MemoryPoint {
