@@ -24,8 +24,11 @@ pub const INVALID: u32 = 8;
 pub const FLOWS_RECORDED: u32 = 9;
 /// A flow or rate-limit map refused an insert (the event went on).
 pub const MAP_UPDATE_FAILED: u32 = 10;
+/// A forwarded PTB at tc egress that was already reported where it came in
+/// (one message, one event).
+pub const TRANSIT_SEEN_ON_ENTRY: u32 = 11;
 
-pub const COUNT: u32 = 11;
+pub const COUNT: u32 = 12;
 
 /// Names for display, indexed by counter. Userspace prints these as JSON keys.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -40,4 +43,5 @@ pub const NAMES: [&str; COUNT as usize] = [
     "invalid",
     "flows_recorded",
     "map_update_failed",
+    "transit_seen_on_entry",
 ];

@@ -5,8 +5,10 @@
 use crate::parse::{IPPROTO_ICMPV6, Ip, Packet};
 
 /// Bytes summed per read: a block keeps the number of reads (helper calls
-/// in the kernel) small and the loop short for the verifier.
-const BLOCK: usize = 64;
+/// in the kernel) small and the loop short for the verifier, and one
+/// buffer of this size is all the stack it takes (the BPF call chain has
+/// 512 bytes in all).
+const BLOCK: usize = 32;
 /// The longest ICMP message summed: RFC 4443 §2.4 (c) caps an ICMPv6 error
 /// at the minimum MTU (1280), RFC 1812 §4.3.2.3 an ICMPv4 error at 576; a
 /// router may send more, up to a 1500-byte Ethernet MTU. Longer messages
@@ -21,7 +23,7 @@ fn add_words<const N: usize>(mut sum: u32, bytes: &[u8; N]) -> u32 {
         sum += u16::from_be_bytes([bytes[i], bytes[i + 1]]) as u32;
         i += 2;
     }
-    // Fold now and then so 32 bits never overflow (64 words of 0xffff fit).
+    // Fold after every block so 32 bits never overflow.
     (sum & 0xffff) + (sum >> 16)
 }
 
@@ -55,20 +57,19 @@ pub fn sum_range<P: Packet>(pkt: &P, off: usize, len: usize) -> Option<u32> {
         trips += 1;
     }
     // The tail, in constant-size pieces (each a multiple of 2 keeps the
-    // words aligned to the start).
+    // words aligned to the start), read into the same buffer.
     macro_rules! piece {
         ($n:literal) => {
             if len - done >= $n {
-                let mut b = [0u8; $n];
-                if !pkt.read_into(off + done, &mut b) {
+                let b = block.first_chunk_mut::<$n>()?;
+                if !pkt.read_into(off + done, b) {
                     return None;
                 }
-                sum = add_words(sum, &b);
+                sum = add_words(sum, b);
                 done += $n;
             }
         };
     }
-    piece!(32);
     piece!(16);
     piece!(8);
     piece!(4);
@@ -98,12 +99,8 @@ pub fn icmp_ok<P: Packet>(pkt: &P, ip: &Ip) -> Option<bool> {
     let len = ip.ip_end - ip.l4;
     let mut sum = sum_range(pkt, ip.l4, len)?;
     if ip.proto == IPPROTO_ICMPV6 {
-        // Source and destination (32 bytes from offset 8 of the header).
-        let mut addrs = [0u8; 32];
-        if !pkt.read_into(ip.l3 + 8, &mut addrs) {
-            return Some(false);
-        }
-        sum = add_words(sum, &addrs);
+        // Source and destination: 32 bytes from offset 8 of the header.
+        sum += sum_range(pkt, ip.l3 + 8, 32)?;
         sum += (len >> 16) as u32 + (len & 0xffff) as u32 + IPPROTO_ICMPV6 as u32;
     }
     Some(fold(sum) == 0xffff)

@@ -15,12 +15,17 @@ pub const DIR_TRANSIT: u8 = 2;
 pub const DIR_SENT: u8 = 3;
 
 /// `flags` bits.
-/// The router sent MTU 0 and `mtu` holds the RFC 1191 §7 plateau estimate.
+/// No longer set: pmtu once replaced MTU 0 with an RFC 1191 §7 plateau
+/// estimate; Linux locks min_pmtu instead, and so does the table now.
 pub const FLAG_MTU_ESTIMATED: u8 = 1 << 0;
 /// `l4_head` holds at least the first four bytes of the quoted L4 header.
 pub const FLAG_L4_PRESENT: u8 = 1 << 1;
 /// `l4_head` holds all eight bytes RFC 792 / RFC 4443 §3.2 promise.
 pub const FLAG_L4_FULL: u8 = 1 << 2;
+/// The quoted packet is a non-first fragment (no transport header in it).
+pub const FLAG_QUOTED_FRAGMENT: u8 = 1 << 3;
+/// The quoted IPv6 extension headers outlast parse::MAX_EXT_HEADERS.
+pub const FLAG_EXT_LIMIT: u8 = 1 << 4;
 
 /// One ICMPv4 Frag-Needed or ICMPv6 Packet-Too-Big.
 ///
@@ -35,7 +40,7 @@ pub struct PtbEvent {
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the packet was seen.
     pub ts_ns: u64,
     pub ifindex: u32,
-    /// Next-hop MTU from the ICMP message (or the plateau estimate).
+    /// Next-hop MTU from the ICMP message, as sent (0 included).
     pub mtu: u32,
     /// Total length of the quoted packet (IPv6: payload length + 40).
     pub quoted_len: u32,

@@ -9,9 +9,8 @@
 //! taken for header bytes.
 
 use crate::{
-    event::{FLAG_L4_FULL, FLAG_L4_PRESENT, FLAG_MTU_ESTIMATED, PtbEvent},
+    event::{FLAG_EXT_LIMIT, FLAG_L4_FULL, FLAG_L4_PRESENT, FLAG_QUOTED_FRAGMENT, PtbEvent},
     flow::FlowKey,
-    plateau::plateau_below,
 };
 
 /// Bounds-checked access to packet bytes.
@@ -228,16 +227,16 @@ fn parse_v4<P: Packet>(pkt: &P, ip: &Ip, ev: &mut PtbEvent) -> Outcome {
     ev.family = 4;
     ev.proto = quoted[9];
     ev.quoted_len = quoted_len as u32;
-    if mtu == 0 {
-        ev.mtu = plateau_below(quoted_len) as u32;
-        ev.flags |= FLAG_MTU_ESTIMATED;
-    } else {
-        ev.mtu = mtu as u32;
-    }
+    // MTU 0 (a pre-RFC 1191 router) stays 0: Linux no longer guesses a
+    // plateau (since 2012) but locks the route at min_pmtu, which the
+    // table does (__ip_rt_update_pmtu).
+    ev.mtu = mtu as u32;
     // RFC 792: the quote carries at least 8 bytes of the datagram's data
     // (the L4 header's start, if the quoted packet was a first fragment).
     if be16([quoted[6], quoted[7]]) & 0x1fff == 0 {
         read_l4_head(pkt, quote.l4, end, ev);
+    } else {
+        ev.flags |= FLAG_QUOTED_FRAGMENT;
     }
     Outcome::Ptb
 }
@@ -263,9 +262,10 @@ enum Walk {
     Upper { proto: u8, offset: usize, fragment: bool, ah: bool },
     /// A fragment header with a non-zero offset: no upper-layer header here.
     LaterFragment { proto: u8 },
-    /// Chain truncated or longer than [`MAX_EXT_HEADERS`]; `proto` is the
-    /// last next-header value read.
+    /// Chain truncated; `proto` is the last next-header value read.
     Unfinished { proto: u8 },
+    /// More extension headers than [`MAX_EXT_HEADERS`].
+    Limit { proto: u8 },
 }
 
 /// Walks hop-by-hop, routing, fragment, AH and destination-options headers
@@ -312,7 +312,7 @@ fn walk_ext<P: Packet>(pkt: &P, mut nh: u8, mut off: usize, end: usize) -> Walk 
     }
     match nh {
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
-            Walk::Unfinished { proto: nh }
+            Walk::Limit { proto: nh }
         }
         _ => Walk::Upper { proto: nh, offset: off, fragment, ah },
     }
@@ -324,8 +324,10 @@ fn parse_v6<P: Packet>(pkt: &P, ip: &Ip, ev: &mut PtbEvent) -> Outcome {
     let Some(icmp) = within::<P, 8>(pkt, ip.l4, end) else {
         return Outcome::Malformed;
     };
-    // RFC 4443 §3.2: Packet Too Big is type 2; the MTU is the whole second word.
-    if icmp[0] != 2 || icmp[1] != 0 {
+    // RFC 4443 §3.2: Packet Too Big is type 2; the MTU is the whole second
+    // word. The code is set to 0 by the sender and ignored by the receiver
+    // (as icmpv6_rcv() does), so any code is a PTB.
+    if icmp[0] != 2 {
         return Outcome::NotPtb;
     }
     let mtu = u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]);
@@ -354,7 +356,15 @@ fn parse_v6<P: Packet>(pkt: &P, ip: &Ip, ev: &mut PtbEvent) -> Outcome {
             ev.proto = proto;
             read_l4_head(pkt, offset, end, ev);
         }
-        Walk::LaterFragment { proto } | Walk::Unfinished { proto } => ev.proto = proto,
+        Walk::LaterFragment { proto } => {
+            ev.proto = proto;
+            ev.flags |= FLAG_QUOTED_FRAGMENT;
+        }
+        Walk::Limit { proto } => {
+            ev.proto = proto;
+            ev.flags |= FLAG_EXT_LIMIT;
+        }
+        Walk::Unfinished { proto } => ev.proto = proto,
     }
     Outcome::Ptb
 }
@@ -528,7 +538,7 @@ pub fn parse_ip<P: Packet>(pkt: &P, link: Link) -> Result<Ip, NoL4> {
                     ip_end: end,
                 }),
                 Walk::LaterFragment { .. } => Err(NoL4::FragmentSkipped),
-                Walk::Unfinished { .. } => Err(NoL4::Malformed),
+                Walk::Unfinished { .. } | Walk::Limit { .. } => Err(NoL4::Malformed),
             }
         }
         _ => Err(NoL4::NotIp),

@@ -1,11 +1,12 @@
 //! What makes a Packet-Too-Big untrustworthy (RFC 5927; RFC 8201 §5;
 //! RFC 8899 §4.6), as bits in `PtbEvent::reasons`. Zero means valid.
 
-use crate::event::{FLAG_L4_FULL, PtbEvent};
+use crate::event::{FLAG_EXT_LIMIT, FLAG_L4_FULL, FLAG_QUOTED_FRAGMENT, PtbEvent};
 
-/// IPv4 MTU under 68 (RFC 791's minimum: invalid), under Linux's
-/// `route/min_pmtu` floor of 552 (__ip_rt_update_pmtu raises it), or an IPv6
-/// MTU under 1280 (RFC 8200 §5; icmpv6 drops those PTBs).
+/// An IPv6 MTU under 1280 (RFC 8200 §5): tcp_v6_err() and
+/// __ip6_rt_update_pmtu() ignore it. An IPv4 MTU under Linux's min_pmtu
+/// (552) is not invalid: __ip_rt_update_pmtu() applies it as `min_pmtu`
+/// locked, and so does pmtu's table.
 pub const REASON_BELOW_FLOOR: u16 = 1 << 0;
 /// The MTU is not smaller than the quoted packet: it cannot be why that
 /// packet was refused (RFC 1191 §4 / RFC 8201 §4).
@@ -57,14 +58,19 @@ pub const IPV6_MIN_MTU: u32 = 1280;
 #[inline(always)]
 pub fn intrinsic_reasons(ev: &PtbEvent) -> u16 {
     let mut r = 0;
-    let floor = if ev.family == 4 { LINUX_MIN_PMTU_V4 } else { IPV6_MIN_MTU };
-    if ev.mtu < floor {
+    if ev.family == 6 && ev.mtu < IPV6_MIN_MTU {
         r |= REASON_BELOW_FLOOR;
     }
     if ev.mtu >= ev.quoted_len {
         r |= REASON_NOT_SMALLER;
     }
-    if ev.flags & FLAG_L4_FULL == 0 {
+    // Why the quote names no flow: a later fragment, an extension-header
+    // chain longer than the walk, or simply too few bytes.
+    if ev.flags & FLAG_QUOTED_FRAGMENT != 0 {
+        r |= REASON_QUOTED_FRAGMENT;
+    } else if ev.flags & FLAG_EXT_LIMIT != 0 {
+        r |= REASON_EXT_HEADER_LIMIT;
+    } else if ev.flags & FLAG_L4_FULL == 0 {
         r |= REASON_TRUNCATED_QUOTE;
     }
     r
@@ -93,11 +99,9 @@ mod tests {
     #[test]
     fn floors() {
         for (family, mtu, floor) in [
-            (4, 0, true),
-            (4, 60, true),
-            (4, 67, true),
-            (4, 68, true),
-            (4, 551, true),
+            (4, 0, false),
+            (4, 60, false),
+            (4, 551, false),
             (4, 552, false),
             (4, 1370, false),
             (6, 1279, true),

@@ -30,7 +30,13 @@ use crate::packet::{SkbPacket, XdpPacket, skb_link};
 /// Observer at XDP ingress (Ethernet interfaces only).
 #[xdp]
 pub fn pmtu_observe_xdp(ctx: XdpContext) -> u32 {
-    observe::observe(&XdpPacket(&ctx), Link::Ethernet, ctx.ingress_ifindex() as u32, HOOK_XDP, false);
+    let seen = observe::Seen {
+        ctx: ctx.ctx.cast(),
+        ifindex: ctx.ingress_ifindex() as u32,
+        came_in_on: 0,
+        hook: HOOK_XDP,
+    };
+    observe::observe(&XdpPacket(&ctx), Link::Ethernet, &seen);
     xdp_action::XDP_PASS
 }
 
@@ -65,8 +71,13 @@ pub fn pmtu_observe_tc_egress_l3(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn observe_tc(ctx: &TcContext, l3: bool, hook: u8) -> i32 {
-    let egress = hook == HOOK_TC_EGRESS;
-    observe::observe(&SkbPacket(ctx), skb_link(ctx, l3), packet::skb_ifindex(ctx), hook, egress);
+    let seen = observe::Seen {
+        ctx: ctx.skb.skb.cast(),
+        ifindex: packet::skb_ifindex(ctx),
+        came_in_on: if hook == HOOK_TC_EGRESS { packet::skb_ingress_ifindex(ctx) } else { 0 },
+        hook,
+    };
+    observe::observe(&SkbPacket(ctx), skb_link(ctx, l3), &seen);
     TC_ACT_UNSPEC
 }
 

@@ -32,6 +32,24 @@ pub static REPORTER_BUCKETS: LruHashMap<[u8; 16], Bucket> = LruHashMap::with_max
 #[map]
 pub static GLOBAL_BUCKET: Array<Bucket> = Array::with_max_entries(1, 0);
 
+/// Interfaces the observer is attached to (ifindex → 1), written by
+/// userspace: a forwarded PTB that came in on one of them was reported on
+/// the way in, so tc egress does not report it again.
+#[map]
+pub static OBSERVED: HashMap<u32, u32> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+/// This host's own addresses (IPv4 in the first four bytes), kept by
+/// userspace from rtnetlink: a PTB addressed to one of them is `received`.
+/// (bpf_fib_lookup cannot say it for IPv4 where forwarding is off: it
+/// answers FWD_DISABLED before looking at the destination.) Allocated on
+/// demand, so a router with few addresses pays for few.
+#[map]
+pub static LOCAL_ADDRS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, BPF_F_NO_PREALLOC);
+
+/// Addresses LOCAL_ADDRS holds at most.
+pub const MAX_LOCAL_ADDRS: u32 = 65_536;
+const BPF_F_NO_PREALLOC: u32 = 1;
+
 /// Per-CPU so the hot path never contends on a shared cache line.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);

@@ -1,17 +1,47 @@
 //! PTB observer: parse, validate, rate-limit, hand the event to userspace;
 //! and, at egress, remember the flows that leave.
 
-use aya_ebpf::helpers::{bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns};
+use core::{ffi::c_void, mem::size_of};
+
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        bpf_fib_lookup,
+    },
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns},
+    },
+};
 use pmtu_common::{
-    counters,
-    event::{HOOK_TC_EGRESS, PtbEvent},
+    counters, csum,
+    event::{DIR_RECEIVED, DIR_SENT, DIR_TRANSIT, HOOK_TC_EGRESS, PtbEvent},
     flow::{FlowKey, FlowState, ObserverConfig, record_seq},
     parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, Link, NoL4, Outcome, Packet, parse_ip, parse_ptb_at, parse_sent_at, quoted_flow},
     ratelimit::{Take, new_bucket, take},
-    validate::{REASON_RATE_LIMITED, REASON_SEQ_OUTSIDE, REASON_UNKNOWN_FLOW, intrinsic_reasons, seq_within},
+    validate::{
+        REASON_BAD_CHECKSUM, REASON_NOT_FOR_US, REASON_RATE_LIMITED, REASON_SEQ_OUTSIDE, REASON_UNKNOWN_FLOW,
+        intrinsic_reasons, seq_within,
+    },
 };
 
-use crate::maps::{EVENTS, EVENT_SCRATCH, FLOWS, GLOBAL_BUCKET, IP_SCRATCH, OBSERVER_CONFIG, REPORTER_BUCKETS, count};
+use crate::maps::{
+    EVENTS, EVENT_SCRATCH, FLOWS, GLOBAL_BUCKET, IP_SCRATCH, LOCAL_ADDRS, OBSERVED, OBSERVER_CONFIG, REPORTER_BUCKETS,
+    count,
+};
+
+/// Where and how a packet was seen.
+pub struct Seen {
+    /// The program's context (xdp_md or __sk_buff), for bpf_fib_lookup.
+    pub ctx: *mut c_void,
+    /// The interface the program runs on.
+    pub ifindex: u32,
+    /// At tc egress: the interface a forwarded packet came in on (0 for
+    /// this host's own packets); 0 elsewhere.
+    pub came_in_on: u32,
+    pub hook: u8,
+}
 
 #[inline(always)]
 fn config() -> ObserverConfig {
@@ -35,12 +65,27 @@ fn parse_into<P: Packet>(pkt: &P, ip: *const Ip, ev: *mut PtbEvent) -> Outcome {
     unsafe { parse_ptb_at(pkt, &*ip, &mut *ev) }
 }
 
+/// Whether the outer IPv4 header and the ICMP/ICMPv6 checksum hold, as
+/// ip_rcv_core() and icmp_rcv()/icmpv6_rcv() require before acting on the
+/// message. A subprogram, so its loop is verified once. A message too long
+/// to sum here (over csum::MAX_SUMMED) counts as good.
+#[inline(never)]
+fn checksums_ok<P: Packet>(pkt: &P, ip: *const Ip) -> bool {
+    // SAFETY: this CPU's IP_SCRATCH value.
+    let ip = unsafe { &*ip };
+    if ip.family == 4 && !csum::ipv4_header_ok(pkt, ip) {
+        return false;
+    }
+    csum::icmp_ok(pkt, ip) != Some(false)
+}
+
 /// Looks at one packet: a PTB becomes an event; at egress (`record_flows`)
 /// anything else that leaves is remembered as a flow. L2 and L3 are parsed
 /// once for both.
 #[inline(always)]
-pub fn observe<P: Packet>(pkt: &P, link: Link, ifindex: u32, hook: u8, record_flows: bool) {
+pub fn observe<P: Packet>(pkt: &P, link: Link, seen: &Seen) {
     count(counters::INSPECTED);
+    let record_flows = seen.hook == HOOK_TC_EGRESS;
     let ip = match parse_ip(pkt, link) {
         Ok(ip) => ip,
         Err(NoL4::Malformed) => return count(counters::MALFORMED),
@@ -65,7 +110,7 @@ pub fn observe<P: Packet>(pkt: &P, link: Link, ifindex: u32, hook: u8, record_fl
             return;
         };
         match parse_into(pkt, ip_slot, scratch) {
-            Outcome::Ptb => return report(scratch, ifindex, hook),
+            Outcome::Ptb => return report(pkt, ip_slot, scratch, seen),
             Outcome::Malformed => return count(counters::MALFORMED),
             // An echo request is a flow too.
             Outcome::NotPtb | Outcome::NotIp | Outcome::FragmentSkipped => {}
@@ -77,22 +122,51 @@ pub fn observe<P: Packet>(pkt: &P, link: Link, ifindex: u32, hook: u8, record_fl
 }
 
 /// Validates, rate-limits and submits the PTB parsed into `scratch`.
+///
+/// One message, one event: a PTB arriving (XDP, tc ingress) is `received`
+/// if addressed to this host, `transit` if the kernel will forward it, and
+/// reported there; at tc egress, this host's own PTBs are `sent`, and a
+/// forwarded one is reported only if the interface it came in on is not
+/// observed (else it was reported on the way in).
 #[inline(always)]
-fn report(scratch: *mut PtbEvent, ifindex: u32, hook: u8) {
+fn report<P: Packet>(pkt: &P, ip: *const Ip, scratch: *mut PtbEvent, seen: &Seen) {
     // SAFETY: a valid per-CPU map value; BPF programs are not preempted.
     let ev = unsafe { &mut *scratch };
+    let egress = seen.hook == HOOK_TC_EGRESS;
+    if egress && seen.came_in_on != 0 {
+        // SAFETY: plain data, read once.
+        if unsafe { OBSERVED.get(&seen.came_in_on) }.is_some() {
+            count(counters::TRANSIT_SEEN_ON_ENTRY);
+            return;
+        }
+    }
     count(if ev.family == 4 { counters::PTB_V4 } else { counters::PTB_V6 });
     // SAFETY: no preconditions; reads CLOCK_MONOTONIC.
     let now = unsafe { bpf_ktime_get_ns() };
     let cfg = config();
     ev.ts_ns = now;
-    ev.ifindex = ifindex;
-    ev.hook = hook;
+    ev.hook = seen.hook;
     ev.reasons = intrinsic_reasons(ev);
-    // A PTB arriving is about a packet this host sent or forwarded out; one
-    // leaving (egress) is this host's or another's report to someone else,
-    // whose flows are not ours to know.
-    if hook != HOOK_TC_EGRESS {
+    ev.ifindex = seen.ifindex;
+    ev.out_ifindex = 0;
+    if egress && seen.came_in_on == 0 {
+        // This host's own (icmp_send): checked as a message only; the flows
+        // it is about are someone else's.
+        ev.direction = DIR_SENT;
+    } else {
+        if egress {
+            // Forwarded from an interface pmtu does not observe.
+            ev.direction = DIR_TRANSIT;
+            ev.ifindex = seen.came_in_on;
+            ev.out_ifindex = seen.ifindex;
+        } else {
+            classify(seen, ev);
+        }
+        if !checksums_ok(pkt, ip) {
+            ev.reasons |= REASON_BAD_CHECKSUM;
+        }
+        // The quoted packet left through this host (sent or forwarded):
+        // the flow memory knows it if it left through an observed interface.
         ev.reasons |= flow_reasons(ev, now, cfg.flow_timeout_ns);
     }
     match rate_limit(&ev.reporter, now, &cfg) {
@@ -114,6 +188,63 @@ fn report(scratch: *mut PtbEvent, ifindex: u32, hook: u8) {
         }
         None => count(counters::RING_LOST),
     }
+}
+
+/// Sets the direction of a PTB seen arriving on `seen.ifindex`, and the way
+/// out of a transit one: addressed to one of this host's addresses
+/// (LOCAL_ADDRS) it is received; otherwise an input lookup from the arrival
+/// interface (bpf_fib_lookup) says whether the kernel forwards it (it
+/// answers FWD_DISABLED where forwarding is off, where ip_route_input
+/// refuses too). A message that is neither is dropped by the kernel
+/// (IpInAddrErrors / Ip6InAddrErrors): `not-for-us`.
+#[inline(always)]
+fn classify(seen: &Seen, ev: &mut PtbEvent) {
+    ev.direction = DIR_RECEIVED;
+    // SAFETY: plain data, read once.
+    if unsafe { LOCAL_ADDRS.get(&ev.to) }.is_some() {
+        return;
+    }
+    let (rc, out) = route(seen, ev, BPF_FIB_LOOKUP_SKIP_NEIGH);
+    match rc {
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_FRAG_NEEDED | BPF_FIB_LKUP_RET_NO_NEIGH => {
+            ev.direction = DIR_TRANSIT;
+            ev.out_ifindex = out;
+        }
+        // Forwarding off, blackhole, unreachable, prohibit, no route.
+        _ => ev.reasons |= REASON_NOT_FOR_US,
+    }
+}
+
+/// bpf_fib_lookup for the message's own addresses (reporter → to) from the
+/// interface it arrived on: the return code and the interface out.
+#[inline(always)]
+fn route(seen: &Seen, ev: &PtbEvent, flags: u32) -> (u32, u32) {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
+    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    p.family = if ev.family == 4 { 2 } else { 10 };
+    p.l4_protocol = if ev.family == 4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };
+    p.ifindex = seen.ifindex;
+    if ev.family == 4 {
+        let (s, d) = (ev.reporter, ev.to);
+        p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([s[0], s[1], s[2], s[3]]);
+        p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([d[0], d[1], d[2], d[3]]);
+    } else {
+        let mut src = [0u32; 4];
+        let mut dst = [0u32; 4];
+        let mut i = 0;
+        while i < 4 {
+            let (s, d) = (&ev.reporter, &ev.to);
+            src[i] = u32::from_ne_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+            dst[i] = u32::from_ne_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]]);
+            i += 1;
+        }
+        p.__bindgen_anon_3.ipv6_src = src;
+        p.__bindgen_anon_4.ipv6_dst = dst;
+    }
+    // SAFETY: `p` is a properly sized bpf_fib_lookup on our stack; `ctx` is
+    // the program's own context.
+    let rc = unsafe { fib_lookup(seen.ctx, &mut p, size_of::<bpf_fib_lookup>() as i32, flags) };
+    (rc as u32, p.ifindex)
 }
 
 /// Unknown flow, or a TCP sequence number that flow never sent.

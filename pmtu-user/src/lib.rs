@@ -13,6 +13,7 @@ pub mod demo;
 pub mod iface;
 pub mod lab;
 pub mod loader;
+pub mod local_addrs;
 pub mod render;
 pub mod stop;
 pub mod table;

@@ -55,6 +55,8 @@ pub const PROG_CLAMP_EGRESS_L3: &str = "pmtu_clamp_tc_egress_l3";
 pub const MAP_CLAMP_POLICY: &str = "CLAMP_POLICY";
 pub const MAP_CLAMP_COUNTERS: &str = "CLAMP_COUNTERS";
 pub const MAP_OBSERVER_CONFIG: &str = "OBSERVER_CONFIG";
+pub const MAP_OBSERVED: &str = "OBSERVED";
+pub const MAP_LOCAL_ADDRS: &str = "LOCAL_ADDRS";
 
 pub const PROG_NOOP_XDP: &str = "pmtu_noop_xdp";
 pub const PROG_NOOP_TC: &str = "pmtu_noop_tc";
@@ -473,6 +475,39 @@ impl Programs {
         let mut policies: HashMap<&mut MapData, u32, ClampPolicy> = HashMap::try_from(map)?;
         policies.insert(index, policy, 0)?;
         Ok(())
+    }
+
+    /// Takes the observer's LOCAL_ADDRS map out of the object (once), for
+    /// [`crate::local_addrs::start`] to keep.
+    pub fn take_local_addrs(&mut self) -> anyhow::Result<crate::local_addrs::LocalMap> {
+        let map = self.ebpf.take_map(MAP_LOCAL_ADDRS).context("LOCAL_ADDRS map missing or already taken")?;
+        Ok(HashMap::try_from(map)?)
+    }
+
+    /// Marks `addr` as one of this host's own (tests; the daemon keeps the
+    /// map with [`crate::local_addrs::start`]).
+    pub fn set_local_addr(&mut self, addr: std::net::IpAddr) -> anyhow::Result<()> {
+        let map = self.ebpf.map_mut(MAP_LOCAL_ADDRS).context("LOCAL_ADDRS map missing")?;
+        let mut set: HashMap<&mut MapData, [u8; 16], u8> = HashMap::try_from(map)?;
+        set.insert(crate::local_addrs::key(addr), 1, 0).with_context(|| format!("recording local address {addr}"))?;
+        Ok(())
+    }
+
+    /// Tells the observer whether interface `index` is observed: a PTB
+    /// forwarded from an observed interface was reported where it came in,
+    /// so tc egress does not report it again (one message, one event).
+    pub fn set_observed(&mut self, index: u32, observed: bool) -> anyhow::Result<()> {
+        let map = self.ebpf.map_mut(MAP_OBSERVED).context("OBSERVED map missing")?;
+        let mut set: HashMap<&mut MapData, u32, u32> = HashMap::try_from(map)?;
+        if observed {
+            set.insert(index, 1, 0).with_context(|| format!("marking ifindex {index} observed"))?;
+            return Ok(());
+        }
+        match set.remove(&index) {
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(anyhow!(e).context(format!("unmarking ifindex {index}"))),
+        }
     }
 
     /// Removes the clamp policy of interface `index` (gone, or no longer

@@ -5,7 +5,10 @@ use std::net::IpAddr;
 use pmtu_common::{
     event::PtbEvent,
     parse::Outcome,
-    validate::{REASON_BELOW_FLOOR, REASON_NOT_SMALLER, REASON_TRUNCATED_QUOTE},
+    validate::{
+        REASON_BAD_CHECKSUM, REASON_BELOW_FLOOR, REASON_EXT_HEADER_LIMIT, REASON_NOT_FOR_US, REASON_NOT_SMALLER,
+        REASON_QUOTED_FRAGMENT, REASON_TRUNCATED_QUOTE,
+    },
 };
 
 use crate::frames::*;
@@ -26,6 +29,9 @@ pub struct Want {
     /// The validation reasons the message itself earns
     /// (`validate::REASON_*`), before flow memory and rate limits.
     pub reasons: u16,
+    /// Reasons it earns only where it is seen arriving (checksums, not
+    /// addressed to this host), not as this host's own at egress.
+    pub arrival_reasons: u16,
 }
 
 impl Want {
@@ -45,6 +51,7 @@ impl Want {
             ports: d.sport.zip(d.dport),
             quoted_len: d.quoted_len,
             reasons: self.reasons,
+            arrival_reasons: self.arrival_reasons,
         };
         let addrs_ok = d.reporter == ip(self.reporter)
             && d.to == ip(self.to)
@@ -103,6 +110,7 @@ fn want4(mtu: u32, proto: u8, ports: Option<(u16, u16)>, quoted_len: u32) -> Wan
         to: H0,
         mtu,
         estimated: false,
+        arrival_reasons: 0,
         orig_src: H0,
         orig_dst: H3,
         proto,
@@ -119,6 +127,7 @@ fn want6(mtu: u32, proto: u8, ports: Option<(u16, u16)>, quoted_len: u32) -> Wan
         to: H0V6,
         mtu,
         estimated: false,
+        arrival_reasons: 0,
         orig_src: H0V6,
         orig_dst: H3V6,
         proto,
@@ -130,6 +139,11 @@ fn want6(mtu: u32, proto: u8, ports: Option<(u16, u16)>, quoted_len: u32) -> Wan
 
 fn with_reasons(mut w: Want, reasons: u16) -> Want {
     w.reasons = reasons;
+    w
+}
+
+fn arriving(mut w: Want, reasons: u16) -> Want {
+    w.arrival_reasons = reasons;
     w
 }
 
@@ -185,17 +199,13 @@ pub fn corpus() -> Vec<Case> {
         eth(&[], ETH_P_IP, &V4::new(R1, H0, 1).build(&frag_needed(1300, &quote_opts))),
         Expect::Ptb(want4(1300, 17, udp, 1400)),
     ));
-    let mut est = want4(1492, 17, udp, 1500);
-    est.estimated = true;
-    c.push(case("v4 MTU 0: RFC 1191 plateau below 1500", eth(&[], ETH_P_IP, &ptb4(0)), Expect::Ptb(est)));
+    // MTU 0 stays 0 (Linux locks min_pmtu for it, the table does too).
+    c.push(case("v4 MTU 0: reported as 0", eth(&[], ETH_P_IP, &ptb4(0)), Expect::Ptb(want4(0, 17, udp, 1500))));
     let small = quote_v4(H0, H3, 17, 1006, udp_head(40000, 53));
-    // 508 is below Linux's 552 floor.
-    let mut est = with_reasons(want4(508, 17, udp, 1006), REASON_BELOW_FLOOR);
-    est.estimated = true;
     c.push(case(
-        "v4 MTU 0: plateau below 1006 is 508",
+        "v4 MTU 0 quoting 1006 bytes",
         eth(&[], ETH_P_IP, &V4::new(R1, H0, 1).build(&frag_needed(0, &small))),
-        Expect::Ptb(est),
+        Expect::Ptb(want4(0, 17, udp, 1006)),
     ));
     c.push(case(
         "v4 MTU 65535",
@@ -216,7 +226,7 @@ pub fn corpus() -> Vec<Case> {
     c.push(case(
         "v4 quoting a non-first fragment: no ports",
         eth(&[], ETH_P_IP, &V4::new(R1, H0, 1).build(&frag_needed(1370, &later))),
-        Expect::Ptb(with_reasons(want4(1370, 17, None, 1500), REASON_TRUNCATED_QUOTE)),
+        Expect::Ptb(with_reasons(want4(1370, 17, None, 1500), REASON_QUOTED_FRAGMENT)),
     ));
     c.push(case(
         "v4 port unreachable (type 3 code 3)",
@@ -240,8 +250,9 @@ pub fn corpus() -> Vec<Case> {
         eth(&[], ETH_P_IP, &short_total),
         Expect::Other(Malformed),
     ));
-    // The MTU ladder around RFC 791's 68 and Linux's 552 floor.
-    for (mtu, reasons) in [(67u16, REASON_BELOW_FLOOR), (68, REASON_BELOW_FLOOR), (551, REASON_BELOW_FLOOR), (552, 0), (1499, 0)] {
+    // The MTU ladder around RFC 791's 68 and Linux's 552 floor: all valid,
+    // the kernel applies them as min_pmtu locked (__ip_rt_update_pmtu).
+    for (mtu, reasons) in [(1u16, 0), (67, 0), (68, 0), (551, 0), (552, 0), (1499, 0)] {
         c.push(case(
             &format!("v4 MTU {mtu}"),
             eth(&[], ETH_P_IP, &ptb4(mtu)),
@@ -338,7 +349,7 @@ pub fn corpus() -> Vec<Case> {
     c.push(case(
         "v6 quoting a non-first fragment: no ports",
         eth(&[], ETH_P_IPV6, &ptb6(1280, &[], &[frag_ext(3, true)])),
-        Expect::Ptb(with_reasons(want6(1280, 6, None, 1500), REASON_TRUNCATED_QUOTE)),
+        Expect::Ptb(with_reasons(want6(1280, 6, None, 1500), REASON_QUOTED_FRAGMENT)),
     ));
     c.push(case("v6 MTU 1279", eth(&[], ETH_P_IPV6, &ptb6(1279, &[], &[])), Expect::Ptb(with_reasons(want6(1279, 6, tcp, 1500), REASON_BELOW_FLOOR))));
     c.push(case("v6 MTU 1280", eth(&[], ETH_P_IPV6, &ptb6(1280, &[], &[])), Expect::Ptb(want6(1280, 6, tcp, 1500))));
@@ -353,10 +364,34 @@ pub fn corpus() -> Vec<Case> {
         Expect::Ptb(with_reasons(want6(1500, 6, tcp, 1500), REASON_NOT_SMALLER)),
     ));
     let tcp_quote = quote_v6(H0V6, H3V6, &[], 6, 1500, [0; 8]);
+    // RFC 4443 §3.2: the receiver ignores the code (icmpv6_rcv does).
     c.push(case(
         "v6 packet-too-big with code 1",
         eth(&[], ETH_P_IPV6, &V6::new(R1V6, H0V6, 58).build(&icmp6(R1V6, H0V6, 2, 1, 1400u32.to_be_bytes(), &tcp_quote))),
-        Expect::Other(NotPtb),
+        Expect::Ptb(want6(1400, 6, Some((0, 0)), 1500)),
+    ));
+    // Checks the kernel makes before it acts on a message.
+    let mut bad_icmp = ptb4(1370);
+    bad_icmp[22] ^= 0x01;
+    c.push(case("v4 wrong ICMP checksum", eth(&[], ETH_P_IP, &bad_icmp), Expect::Ptb(arriving(want4(1370, 17, udp, 1500), REASON_BAD_CHECKSUM))));
+    let mut bad_hdr = ptb4(1370);
+    bad_hdr[10] ^= 0x01;
+    c.push(case("v4 wrong IPv4 header checksum", eth(&[], ETH_P_IP, &bad_hdr), Expect::Ptb(arriving(want4(1370, 17, udp, 1500), REASON_BAD_CHECKSUM))));
+    let mut bad_icmp6 = ptb6(1400, &[], &[]);
+    bad_icmp6[42] ^= 0x01;
+    c.push(case("v6 wrong ICMPv6 checksum", eth(&[], ETH_P_IPV6, &bad_icmp6), Expect::Ptb(arriving(want6(1400, 6, tcp, 1500), REASON_BAD_CHECKSUM))));
+    // Addressed to a host that is not this one (forwarding off): dropped.
+    let elsewhere = {
+        let quote = quote_v6(H0V6, H3V6, &[], 6, 1500, [0x9c, 0x40, 0x01, 0xbb, 0, 0, 0, 1]);
+        V6::new(R1V6, "fd54:54:54:1::99", 58).build(&icmp6(R1V6, "fd54:54:54:1::99", 2, 0, 1400u32.to_be_bytes(), &quote))
+    };
+    let mut w = arriving(want6(1400, 6, tcp, 1500), REASON_NOT_FOR_US);
+    w.to = "fd54:54:54:1::99";
+    c.push(case("v6 PTB addressed to another host", eth(&[], ETH_P_IPV6, &elsewhere), Expect::Ptb(w)));
+    c.push(case(
+        "v6 quote with more extension headers than the walk",
+        eth(&[], ETH_P_IPV6, &ptb6(1400, &[], &[ext(0, 0), ext(60, 0), ext(43, 0), ext(60, 0), ext(60, 0), ext(60, 0), ext(60, 0)])),
+        Expect::Ptb(with_reasons(want6(1400, 60, None, 1500), REASON_EXT_HEADER_LIMIT)),
     ));
     c.push(case(
         "v6 destination unreachable",

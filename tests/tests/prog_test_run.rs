@@ -9,10 +9,10 @@ use aya::{
 };
 use pmtu_common::{
     counters::{self, COUNT, NAMES},
-    event::{HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent},
+    event::{DIR_RECEIVED, DIR_SENT, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent},
     flow::ObserverConfig,
     parse::Outcome,
-    validate::{REASON_RATE_LIMITED, REASON_SEQ_OUTSIDE, REASON_UNKNOWN_FLOW},
+    validate::{REASON_NOT_FOR_US, REASON_RATE_LIMITED, REASON_SEQ_OUTSIDE, REASON_UNKNOWN_FLOW},
 };
 use pmtu_tests::{
     cases::{Case, Expect, corpus, ptb4, ptb6},
@@ -21,6 +21,7 @@ use pmtu_tests::{
 };
 use pmtu_user::{
     counters::Counters,
+    lab::{Netns, unique_prefix},
     loader::{
         PROG_CLAMP_EGRESS, PROG_CLAMP_EGRESS_L3, PROG_CLAMP_INGRESS, PROG_CLAMP_INGRESS_L3, PROG_TC_EGRESS, PROG_TC_EGRESS_L3,
         PROG_TC_INGRESS, PROG_TC_INGRESS_L3, PROG_XDP, Programs, Role,
@@ -28,6 +29,30 @@ use pmtu_user::{
 };
 
 const XDP_PASS: u32 = 2;
+
+/// Runs `f` in a throw-away namespace, so the observer's routing lookups
+/// (bpf_fib_lookup, for a PTB not addressed to this host) never depend on
+/// the routes of the machine the test runs on.
+fn in_lab<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let ns = Netns::create(format!("{}-ptr", unique_prefix())).expect("namespace");
+    ns.enter(f).expect("in the namespace")
+}
+
+/// Marks every address the corpus sends PTBs to as local, as the daemon's
+/// address watcher would on the host they are for: they are `received`.
+fn corpus_addresses_are_local(p: &mut Programs) {
+    let mut local: Vec<&str> = corpus()
+        .iter()
+        .filter_map(|c| match &c.expect {
+            Expect::Ptb(w) if w.arrival_reasons & REASON_NOT_FOR_US == 0 => Some(w.to),
+            _ => None,
+        })
+        .collect();
+    local.push("192.168.5.1");
+    for addr in local {
+        p.set_local_addr(addr.parse().unwrap()).unwrap();
+    }
+}
 /// TC_ACT_UNSPEC (TCX_NEXT) as the u32 the kernel reports.
 const TC_NEXT: u32 = -1i32 as u32;
 
@@ -83,6 +108,7 @@ impl Harness {
     fn with_config(config: ObserverConfig) -> Self {
         let mut observer = Programs::load(Role::Observer, None).expect("load and verify the observer programs");
         observer.set_observer_config(config).unwrap();
+        corpus_addresses_are_local(&mut observer);
         let ring = observer.take_events().expect("event ring");
         Self { observer, ring }
     }
@@ -146,7 +172,10 @@ fn check_case(h: &mut Harness, prog: Prog, case: &Case, failures: &mut Vec<Strin
     let (family, reasons) = match &case.expect {
         // Nothing was recorded leaving, so at ingress every flow is unknown;
         // at egress only the message itself is judged.
-        Expect::Ptb(w) => (w.family, w.reasons | prog.flow_reasons()),
+        Expect::Ptb(w) => {
+            let arriving = if matches!(prog, Prog::TcEgress) { 0 } else { w.arrival_reasons };
+            (w.family, w.reasons | arriving | prog.flow_reasons())
+        }
         _ => (0, 0),
     };
     let mut want = want_counters(case.expect.outcome(), family, reasons);
@@ -168,6 +197,12 @@ fn check_case(h: &mut Harness, prog: Prog, case: &Case, failures: &mut Vec<Strin
                 if ev.reasons != reasons {
                     failures.push(format!("{what}: reasons {:#x}, want {reasons:#x}", ev.reasons));
                 }
+                // Arriving, addressed to a local address: received. Leaving
+                // with no interface it came in on: this host's own.
+                let direction = if matches!(prog, Prog::TcEgress) { DIR_SENT } else { DIR_RECEIVED };
+                if ev.direction != direction {
+                    failures.push(format!("{what}: direction {}, want {direction}", ev.direction));
+                }
             }
             other => failures.push(format!("{what}: {} ring records, want 1", other.len())),
         },
@@ -183,21 +218,23 @@ fn every_program_on_the_corpus() {
     if !require_root("every_program_on_the_corpus") {
         return;
     }
-    let mut h = Harness::new();
-    let mut failures = Vec::new();
-    let mut ran = 0;
-    for case in corpus() {
-        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.
-        if case.frame.len() < 14 {
-            continue;
+    in_lab(|| {
+        let mut h = Harness::new();
+        let mut failures = Vec::new();
+        let mut ran = 0;
+        for case in corpus() {
+            // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.
+            if case.frame.len() < 14 {
+                continue;
+            }
+            for prog in Prog::ALL {
+                check_case(&mut h, prog, &case, &mut failures);
+                ran += 1;
+            }
         }
-        for prog in Prog::ALL {
-            check_case(&mut h, prog, &case, &mut failures);
-            ran += 1;
-        }
-    }
-    assert!(ran > 90, "only {ran} runs");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+        assert!(ran > 90, "only {ran} runs");
+        assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    })
 }
 
 #[test]
@@ -205,31 +242,33 @@ fn every_truncation_in_the_kernel() {
     if !require_root("every_truncation_in_the_kernel") {
         return;
     }
-    let mut h = Harness::new();
-    let v4 = eth(&[], ETH_P_IP, &ptb4(1370));
-    let v6 = eth(&[], ETH_P_IPV6, &ptb6(1400, &[], &[]));
-    let mut failures = Vec::new();
-    for (frame, family, l3_end) in [(&v4, 4u8, 34), (&v6, 6, 54)] {
-        for cut in 14..frame.len() {
-            for prog in Prog::ALL {
-                // bpf_prog_test_run_skb refuses (EINVAL) an IPv4/IPv6 frame
-                // whose fixed L3 header is incomplete (measured on 6.18:
-                // every cut below 34 / 54 bytes); XDP takes any frame.
-                if cut < l3_end && !matches!(prog, Prog::Xdp) {
-                    continue;
-                }
-                let what = format!("v{family} cut at {cut} [{}]", prog.name());
-                let (records, delta) = h.run(prog, &frame[..cut], &what);
-                if delta != want_counters(Outcome::Malformed, family, 0) {
-                    failures.push(format!("{what}: counters {}", show(&delta)));
-                }
-                if !records.is_empty() {
-                    failures.push(format!("{what}: {} records", records.len()));
+    in_lab(|| {
+        let mut h = Harness::new();
+        let v4 = eth(&[], ETH_P_IP, &ptb4(1370));
+        let v6 = eth(&[], ETH_P_IPV6, &ptb6(1400, &[], &[]));
+        let mut failures = Vec::new();
+        for (frame, family, l3_end) in [(&v4, 4u8, 34), (&v6, 6, 54)] {
+            for cut in 14..frame.len() {
+                for prog in Prog::ALL {
+                    // bpf_prog_test_run_skb refuses (EINVAL) an IPv4/IPv6 frame
+                    // whose fixed L3 header is incomplete (measured on 6.18:
+                    // every cut below 34 / 54 bytes); XDP takes any frame.
+                    if cut < l3_end && !matches!(prog, Prog::Xdp) {
+                        continue;
+                    }
+                    let what = format!("v{family} cut at {cut} [{}]", prog.name());
+                    let (records, delta) = h.run(prog, &frame[..cut], &what);
+                    if delta != want_counters(Outcome::Malformed, family, 0) {
+                        failures.push(format!("{what}: counters {}", show(&delta)));
+                    }
+                    if !records.is_empty() {
+                        failures.push(format!("{what}: {} records", records.len()));
+                    }
                 }
             }
         }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    })
 }
 
 #[test]
@@ -237,23 +276,26 @@ fn a_full_ring_is_counted_not_lost_silently() {
     if !require_root("a_full_ring_is_counted_not_lost_silently") {
         return;
     }
-    // Smallest ring the kernel allows (one page) and nobody draining it.
-    let mut observer = Programs::load(Role::Observer, Some(4096)).expect("load with a one-page ring");
-    observer.set_observer_config(ObserverConfig { reporter_rate: 0, global_rate: 0, ..ObserverConfig::DEFAULT }).unwrap();
-    let frame = eth(&[], ETH_P_IP, &ptb4(1370));
-    let runs = 100u32;
-    let prog: &mut Xdp = observer.ebpf_mut().program_mut(PROG_XDP).unwrap().try_into().unwrap();
-    let res = prog
-        .test_run(TestRunOptions { data_in: Some(&frame), repeat: runs, ..Default::default() })
-        .unwrap();
-    assert_eq!(res.return_value, XDP_PASS);
-    let c: Counters = observer.counters().unwrap();
-    let submitted = c.get(counters::EVENTS_SUBMITTED);
-    let lost = c.get(counters::RING_LOST);
-    assert_eq!(c.get(counters::PTB_V4), runs as u64);
-    assert_eq!(submitted + lost, runs as u64, "every PTB is either submitted or counted lost");
-    // 4096 bytes hold 36 records of 104 + 8 bytes.
-    assert!(lost > 0 && submitted > 0 && submitted < 40, "submitted {submitted} lost {lost}");
+    in_lab(|| {
+        // Smallest ring the kernel allows (one page) and nobody draining it.
+        let mut observer = Programs::load(Role::Observer, Some(4096)).expect("load with a one-page ring");
+        corpus_addresses_are_local(&mut observer);
+        observer.set_observer_config(ObserverConfig { reporter_rate: 0, global_rate: 0, ..ObserverConfig::DEFAULT }).unwrap();
+        let frame = eth(&[], ETH_P_IP, &ptb4(1370));
+        let runs = 100u32;
+        let prog: &mut Xdp = observer.ebpf_mut().program_mut(PROG_XDP).unwrap().try_into().unwrap();
+        let res = prog
+            .test_run(TestRunOptions { data_in: Some(&frame), repeat: runs, ..Default::default() })
+            .unwrap();
+        assert_eq!(res.return_value, XDP_PASS);
+        let c: Counters = observer.counters().unwrap();
+        let submitted = c.get(counters::EVENTS_SUBMITTED);
+        let lost = c.get(counters::RING_LOST);
+        assert_eq!(c.get(counters::PTB_V4), runs as u64);
+        assert_eq!(submitted + lost, runs as u64, "every PTB is either submitted or counted lost");
+        // 4096 bytes hold 36 records of 104 + 8 bytes.
+        assert!(lost > 0 && submitted > 0 && submitted < 40, "submitted {submitted} lost {lost}");
+    })
 }
 
 /// The verifier's work per program stays far from its 1M-instruction limit
@@ -302,27 +344,29 @@ fn flow_memory_validates_what_a_ptb_quotes() {
     if !require_root("flow_memory_validates_what_a_ptb_quotes") {
         return;
     }
-    let mut h = Harness::new();
-    let reasons_of = |h: &mut Harness, frame: &[u8]| {
-        let (records, _) = h.run(Prog::Xdp, frame, "ptb");
-        assert_eq!(records.len(), 1);
-        records[0].reasons
-    };
-    const SEQ: u32 = 0x0102_0304;
-    // Before anything left, every quote is of an unknown flow.
-    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ)), REASON_UNKNOWN_FLOW);
-    // h0 sends 1000 bytes from SEQ; tc egress records the flow.
-    let (_, delta) = h.run(Prog::TcEgress, &sent_segment(1000), "segment");
-    assert_eq!(delta[counters::FLOWS_RECORDED as usize], 1);
-    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ)), 0, "the segment's own start");
-    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ + 999)), 0, "inside what was sent");
-    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ + 5000)), REASON_SEQ_OUTSIDE);
-    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ - 1)), REASON_SEQ_OUTSIDE);
-    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5002, SEQ)), REASON_UNKNOWN_FLOW, "another port");
-    // The same flow, once older than the flow timeout, is unknown again.
-    h.observer.set_observer_config(ObserverConfig { flow_timeout_ns: 1, reporter_rate: 0, global_rate: 0, ..ObserverConfig::DEFAULT }).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2));
-    assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ)), REASON_UNKNOWN_FLOW);
+    in_lab(|| {
+        let mut h = Harness::new();
+        let reasons_of = |h: &mut Harness, frame: &[u8]| {
+            let (records, _) = h.run(Prog::Xdp, frame, "ptb");
+            assert_eq!(records.len(), 1);
+            records[0].reasons
+        };
+        const SEQ: u32 = 0x0102_0304;
+        // Before anything left, every quote is of an unknown flow.
+        assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ)), REASON_UNKNOWN_FLOW);
+        // h0 sends 1000 bytes from SEQ; tc egress records the flow.
+        let (_, delta) = h.run(Prog::TcEgress, &sent_segment(1000), "segment");
+        assert_eq!(delta[counters::FLOWS_RECORDED as usize], 1);
+        assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ)), 0, "the segment's own start");
+        assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ + 999)), 0, "inside what was sent");
+        assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ + 5000)), REASON_SEQ_OUTSIDE);
+        assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ - 1)), REASON_SEQ_OUTSIDE);
+        assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5002, SEQ)), REASON_UNKNOWN_FLOW, "another port");
+        // The same flow, once older than the flow timeout, is unknown again.
+        h.observer.set_observer_config(ObserverConfig { flow_timeout_ns: 1, reporter_rate: 0, global_rate: 0, ..ObserverConfig::DEFAULT }).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(reasons_of(&mut h, &ptb_quoting_tcp(5001, SEQ)), REASON_UNKNOWN_FLOW);
+    })
 }
 
 #[test]
@@ -330,37 +374,39 @@ fn rate_limits_suppress_and_count() {
     if !require_root("rate_limits_suppress_and_count") {
         return;
     }
-    // 10 events/s per reporter with a burst of 5; no global limit.
-    let mut h = Harness::with_config(ObserverConfig { reporter_rate: 10, reporter_burst: 5, global_rate: 0, ..ObserverConfig::DEFAULT });
-    let frame = eth(&[], ETH_P_IP, &ptb4(1370));
-    let prog: &mut Xdp = h.observer.ebpf_mut().program_mut(PROG_XDP).unwrap().try_into().unwrap();
-    prog.test_run(TestRunOptions { data_in: Some(&frame), repeat: 20, ..Default::default() }).unwrap();
-    let mut events = Vec::new();
-    while let Some(item) = h.ring.next() {
-        events.push(bytemuck::pod_read_unaligned::<PtbEvent>(&item));
-    }
-    let c = h.observer.counters().unwrap();
-    // Five from the burst, then the first refused one, flagged, then counts.
-    assert_eq!(events.len(), 6);
-    assert!(events[..5].iter().all(|e| e.reasons & REASON_RATE_LIMITED == 0));
-    assert_ne!(events[5].reasons & REASON_RATE_LIMITED, 0);
-    assert_eq!(c.get(counters::PTB_V4), 20);
-    assert_eq!(c.get(counters::RATE_LIMITED), 14);
-    assert_eq!(
-        c.get(counters::PTB_V4),
-        c.get(counters::EVENTS_SUBMITTED) + c.get(counters::RATE_LIMITED) + c.get(counters::RING_LOST),
-        "produced == delivered + rate-limited + lost"
-    );
+    in_lab(|| {
+        // 10 events/s per reporter with a burst of 5; no global limit.
+        let mut h = Harness::with_config(ObserverConfig { reporter_rate: 10, reporter_burst: 5, global_rate: 0, ..ObserverConfig::DEFAULT });
+        let frame = eth(&[], ETH_P_IP, &ptb4(1370));
+        let prog: &mut Xdp = h.observer.ebpf_mut().program_mut(PROG_XDP).unwrap().try_into().unwrap();
+        prog.test_run(TestRunOptions { data_in: Some(&frame), repeat: 20, ..Default::default() }).unwrap();
+        let mut events = Vec::new();
+        while let Some(item) = h.ring.next() {
+            events.push(bytemuck::pod_read_unaligned::<PtbEvent>(&item));
+        }
+        let c = h.observer.counters().unwrap();
+        // Five from the burst, then the first refused one, flagged, then counts.
+        assert_eq!(events.len(), 6);
+        assert!(events[..5].iter().all(|e| e.reasons & REASON_RATE_LIMITED == 0));
+        assert_ne!(events[5].reasons & REASON_RATE_LIMITED, 0);
+        assert_eq!(c.get(counters::PTB_V4), 20);
+        assert_eq!(c.get(counters::RATE_LIMITED), 14);
+        assert_eq!(
+            c.get(counters::PTB_V4),
+            c.get(counters::EVENTS_SUBMITTED) + c.get(counters::RATE_LIMITED) + c.get(counters::RING_LOST),
+            "produced == delivered + rate-limited + lost"
+        );
 
-    // A global limit of burst 3 across two reporters.
-    let mut h = Harness::with_config(ObserverConfig { reporter_rate: 0, global_rate: 1, global_burst: 3, ..ObserverConfig::DEFAULT });
-    let other = eth(&[], ETH_P_IP, &{
-        let quote = quote_v4("192.168.5.1", "192.168.7.2", 17, 1500, udp_head(1, 2));
-        V4::new("192.168.6.2", "192.168.5.1", 1).build(&frag_needed(1350, &quote))
-    });
-    for f in [&frame, &other, &frame, &other, &frame] {
-        h.run(Prog::Xdp, f, "global");
-    }
-    let c = h.observer.counters().unwrap();
-    assert_eq!((c.get(counters::EVENTS_SUBMITTED), c.get(counters::RATE_LIMITED)), (4, 1));
+        // A global limit of burst 3 across two reporters.
+        let mut h = Harness::with_config(ObserverConfig { reporter_rate: 0, global_rate: 1, global_burst: 3, ..ObserverConfig::DEFAULT });
+        let other = eth(&[], ETH_P_IP, &{
+            let quote = quote_v4("192.168.5.1", "192.168.7.2", 17, 1500, udp_head(1, 2));
+            V4::new("192.168.6.2", "192.168.5.1", 1).build(&frag_needed(1350, &quote))
+        });
+        for f in [&frame, &other, &frame, &other, &frame] {
+            h.run(Prog::Xdp, f, "global");
+        }
+        let c = h.observer.counters().unwrap();
+        assert_eq!((c.get(counters::EVENTS_SUBMITTED), c.get(counters::RATE_LIMITED)), (4, 1));
+    })
 }
