@@ -369,7 +369,9 @@ impl Programs {
         kind: LinkKind,
         ingress: IngressHook,
     ) -> anyhow::Result<Vec<String>> {
-        let result = self.try_attach_observer(index, iface, kind, ingress);
+        let result = self
+            .try_attach_observer(index, iface, kind, ingress)
+            .and_then(|said| self.set_observed(index, true).map(|()| said));
         self.undo_on_error(index, result)
     }
 
@@ -653,7 +655,8 @@ impl Programs {
         let Some(IfaceLinks { name, links }) = self.attached.remove(&index) else {
             return Ok(());
         };
-        let mut first_err = None;
+        // An observer forgets the interface (no-op for a clamper's maps).
+        let mut first_err = self.set_observed(index, false).err();
         for link in links.into_iter().rev() {
             self.links_held = self.links_held.saturating_sub(1);
             if let Err(e) = self.detach_link(link)

@@ -130,6 +130,11 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     }
     let mut observer = Programs::load(Role::Observer, opts.ring_bytes)?;
     observer.set_observer_config(opts.config)?;
+    // This host's addresses, so the kernel can tell received PTBs from
+    // transit and not-for-us ones; kept up to date while tracing.
+    let local_addrs = crate::local_addrs::start(observer.take_local_addrs()?)
+        .await
+        .context("following this host's addresses")?;
     let ring = observer.take_events()?;
     let tracer = Tracer { programs: observer, hook: opts.hook, names: HashMap::new() };
     let mut ifaces = Interfaces::start(prepared, tracer)?;
@@ -179,6 +184,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         }
     }
 
+    local_addrs.abort();
     let names = ifaces.hooks.names.clone();
     let (tracer, detached) = ifaces.stop();
     detached?;
