@@ -15,7 +15,6 @@ pub mod csum;
 pub mod event;
 pub mod flow;
 pub mod parse;
-pub mod plateau;
 pub mod policy;
 pub mod ratelimit;
 pub mod rewrite;

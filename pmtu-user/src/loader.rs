@@ -253,6 +253,15 @@ pub fn explain(err: anyhow::Error) -> anyhow::Error {
     if is_permission_error(&err) {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
+        if euid == 0 {
+            // Root was refused: the verifier (EACCES for a program it
+            // rejects, e.g. a combined stack over 512 bytes) or a lockdown
+            // policy, not a missing privilege.
+            return err.context(
+                "the kernel refused although pmtu runs as root: a verifier rejection (its log is above) \
+                 or a kernel lockdown / LSM policy",
+            );
+        }
         return err.context(format!(
             "permission denied: pmtu needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON); running as uid {euid}"
         ));
