@@ -64,6 +64,24 @@ pub const PROG_NOOP_TC: &str = "pmtu_noop_tc";
 /// pmtu's hooks to show pmtu goes first. Never attached by pmtu itself.
 pub const PROG_PASS_TC: &str = "pmtu_pass_tc";
 
+/// Locked memory of every BPF map this process holds, in bytes (the
+/// `memlock:` lines of /proc/self/fdinfo): what a role costs the kernel.
+pub fn maps_memlock_bytes() -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc/self/fdinfo").context("reading /proc/self/fdinfo")? {
+        let path = entry.context("reading /proc/self/fdinfo")?.path();
+        // An fd closed meanwhile (the read_dir's own) is not an error.
+        let Ok(info) = std::fs::read_to_string(&path) else { continue };
+        if !info.contains("map_type:") {
+            continue;
+        }
+        if let Some(v) = info.lines().find_map(|l| l.strip_prefix("memlock:")) {
+            total += v.trim().parse::<u64>().with_context(|| format!("memlock in {}", path.display()))?;
+        }
+    }
+    Ok(total)
+}
+
 /// Which programs a command loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -77,6 +95,22 @@ pub enum Role {
 }
 
 impl Role {
+    /// Maps this role's programs never use, with the smallest size each
+    /// may have (a ring buffer is at least one page).
+    fn unused_maps(self) -> &'static [(&'static str, u32)] {
+        match self {
+            Role::Observer => &[("CLAMP_POLICY", 1), ("CLAMP_COUNTERS", 1)],
+            Role::Clamper => &[
+                (MAP_EVENTS, 4096),
+                ("FLOWS", 1),
+                ("REPORTER_BUCKETS", 1),
+                (MAP_OBSERVED, 1),
+                (MAP_LOCAL_ADDRS, 1),
+            ],
+            Role::Bench => &[],
+        }
+    }
+
     /// The XDP and the tc programs of this role.
     fn programs(self) -> (&'static [&'static str], &'static [&'static str]) {
         const OBSERVER_TC: &[&str] = &[PROG_TC_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS_L3, PROG_TC_EGRESS_L3];
@@ -325,6 +359,13 @@ impl Programs {
     pub fn load(role: Role, ring_bytes: Option<u32>) -> anyhow::Result<Self> {
         require_kernel()?;
         let mut loader = EbpfLoader::new();
+        // One object, maps sized per role: a role's programs never touch
+        // the other role's maps, so those get the smallest size the kernel
+        // allows instead of megabytes of locked memory (the observer's flow
+        // LRU, reporter buckets and ring; the clamper's 4096 counter slots).
+        for (map, entries) in role.unused_maps() {
+            loader.map_max_entries(map, *entries);
+        }
         if let Some(bytes) = ring_bytes {
             loader.map_max_entries(MAP_EVENTS, bytes);
         }

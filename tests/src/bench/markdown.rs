@@ -246,6 +246,15 @@ pub fn render(r: &Report) -> String {
         );
     }
     let _ = writeln!(out, "\nThe LRU cap bounds the table, so memory stops growing at the cap.\n");
+    if !r.role_memlock.is_empty() {
+        let _ = writeln!(out, "Locked kernel memory of each role's maps (fdinfo `memlock`; one object, maps sized per role):\n");
+        let _ = writeln!(out, "| role | memlock KiB |");
+        let _ = writeln!(out, "| --- | ---: |");
+        for m in &r.role_memlock {
+            let _ = writeln!(out, "| {} | {} |", m.role, m.memlock_kib);
+        }
+        let _ = writeln!(out);
+    }
 
     let _ = writeln!(out, "## 6. Start-up\n");
     let _ = writeln!(

@@ -55,6 +55,43 @@ pub fn feed(n: u64) -> MemoryPoint {
     }
 }
 
+/// Locked kernel memory of one role's maps.
+#[derive(Debug, Serialize)]
+pub struct RoleMemlock {
+    pub role: String,
+    pub memlock_kib: u64,
+}
+
+/// In this process: load `role` ("observer" or "clamper") and report the
+/// locked memory of its maps (fdinfo `memlock:`), in KiB.
+pub fn role_memlock(role: &str) -> anyhow::Result<u64> {
+    use pmtu_user::loader::{Programs, Role, maps_memlock_bytes};
+    let role = match role {
+        "observer" => Role::Observer,
+        "clamper" => Role::Clamper,
+        other => anyhow::bail!("unknown role {other}"),
+    };
+    let programs = Programs::load(role, None)?;
+    let bytes = maps_memlock_bytes()?;
+    drop(programs);
+    Ok(bytes / 1024)
+}
+
+/// Runs `role_memlock` in child processes (`pmtu-bench memlock ROLE`), so
+/// each counts only its own maps.
+pub fn measure_roles(bench_exe: &std::path::Path) -> anyhow::Result<Vec<RoleMemlock>> {
+    let mut out = Vec::new();
+    for role in ["observer", "clamper"] {
+        let child = Command::new(bench_exe).args(["memlock", role]).output()?;
+        if !child.status.success() {
+            anyhow::bail!("memlock child failed: {}", String::from_utf8_lossy(&child.stderr));
+        }
+        let kib = String::from_utf8_lossy(&child.stdout).trim().parse()?;
+        out.push(RoleMemlock { role: role.to_string(), memlock_kib: kib });
+    }
+    Ok(out)
+}
+
 /// Runs `feed` in child processes (`pmtu-bench mem N`).
 pub fn measure(bench_exe: &std::path::Path) -> anyhow::Result<Vec<MemoryPoint>> {
     let mut points = Vec::new();

@@ -111,5 +111,7 @@ pub struct Report {
     pub syn_rate: forward::Arms,
     pub pipeline: Vec<pipeline::PipelineRun>,
     pub memory: Vec<memory::MemoryPoint>,
+    /// Locked kernel memory of each role's maps.
+    pub role_memlock: Vec<memory::RoleMemlock>,
     pub startup: startup::Startup,
 }

@@ -18,6 +18,7 @@ fn run(quick: bool, out: PathBuf, md: PathBuf) -> anyhow::Result<()> {
     let pipeline = pipeline::measure(&plan)?;
     say("5/6 memory");
     let memory = memory::measure(&std::env::current_exe()?)?;
+    let role_memlock = memory::measure_roles(&std::env::current_exe()?)?;
     say("6/6 start-up");
     let startup = startup::measure(&plan)?;
     let report = Report {
@@ -29,6 +30,7 @@ fn run(quick: bool, out: PathBuf, md: PathBuf) -> anyhow::Result<()> {
         syn_rate,
         pipeline,
         memory,
+        role_memlock,
         startup,
     };
     if let Some(dir) = out.parent() {
@@ -50,6 +52,18 @@ fn main() -> ExitCode {
         let n = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
         println!("{}", serde_json::to_string(&memory::feed(n)).unwrap_or_default());
         return ExitCode::SUCCESS;
+    }
+    if args.first().map(String::as_str) == Some("memlock") {
+        return match memory::role_memlock(args.get(1).map_or("", String::as_str)) {
+            Ok(kib) => {
+                println!("{kib}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("memlock: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let quick = args.iter().any(|a| a == "--quick");
     let value = |flag: &str, default: &str| {
