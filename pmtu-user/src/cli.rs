@@ -8,7 +8,7 @@ use pmtu_common::flow::ObserverConfig;
 use crate::{
     clamp::{ClampMode, ClampOptions},
     loader::IngressHook,
-    table::{DEFAULT_EXPIRES_SECS, DEFAULT_MAX_DESTINATIONS},
+    table::DEFAULT_MAX_DESTINATIONS,
     trace::TraceOptions,
 };
 
@@ -23,6 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show PTB messages live and, on exit, the PMTU per destination.
+    #[command(after_help = TRACE_AFTER_HELP)]
     Trace(TraceArgs),
     /// Lower the MSS of SYN and SYN-ACK passing these interfaces, as
     /// iptables' TCPMSS target does, until stopped; then print counters.
@@ -31,6 +32,19 @@ pub enum Command {
     /// PMTU discovery across it, and compare with the kernel's own cache.
     Demo(DemoArgs),
 }
+
+/// `pmtu trace --help`'s closing words: signals and output.
+const TRACE_AFTER_HELP: &str = "\
+Signals:
+  SIGINT (Ctrl-C), SIGTERM  stop: detach, then print the table
+  SIGUSR1                   print the table now and keep tracing
+  SIGHUP                    ignored, with a note on stderr (reserved for reloading)
+
+Output:
+  If stdout is closed by its reader (EPIPE, e.g. `pmtu trace ... | head`), pmtu
+  detaches and exits quietly with status 0. Any other failure to write it
+  (ENOSPC, EIO, e.g. `> /dev/full`) detaches and exits with an error on stderr
+  and status 1.";
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -48,9 +62,16 @@ pub struct TraceArgs {
     /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,
-    /// How long a reported MTU stays valid (Linux: net.ipv4.route.mtu_expires).
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_EXPIRES_SECS)]
-    pub expires: u64,
+    /// How long an entry lives, in seconds (default: this host's
+    /// net.ipv4.route.mtu_expires and net.ipv6.route.mtu_expires, as the
+    /// kernel's own cache).
+    #[arg(long, value_name = "SECS", value_parser = parse_nonzero_secs)]
+    pub expires: Option<u64>,
+    /// Show, under each destination, the kernel's own cached PMTU on this
+    /// host (`ip route get`) and whether it agrees (the final --json table
+    /// always has it).
+    #[arg(long)]
+    pub kernel: bool,
     /// Destinations kept in the table; the least recently updated go first.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DESTINATIONS_NZ)]
     pub max_destinations: NonZeroUsize,
@@ -59,7 +80,8 @@ pub struct TraceArgs {
     #[arg(long)]
     pub accept_unvalidated: bool,
     /// A flow not seen leaving for this long is unknown (seconds).
-    #[arg(long, value_name = "SECS", default_value_t = ObserverConfig::DEFAULT.flow_timeout_ns / 1_000_000_000)]
+    #[arg(long, value_name = "SECS", value_parser = parse_nonzero_secs,
+          default_value_t = ObserverConfig::DEFAULT.flow_timeout_ns / 1_000_000_000)]
     pub flow_timeout: u64,
     /// Events per second from one reporter before the kernel suppresses
     /// (and counts) the rest; 0 for no limit.
@@ -132,6 +154,16 @@ pub struct DemoArgs {
     pub pmtu: Option<PathBuf>,
 }
 
+/// Whole seconds, at least one: 0 would expire every entry (`--expires`)
+/// or forget every flow (`--flow-timeout`) the moment it is made.
+fn parse_nonzero_secs(s: &str) -> Result<u64, String> {
+    let secs: u64 = s.parse().map_err(|_| format!("{s:?} is not a whole number of seconds"))?;
+    if secs == 0 {
+        return Err("0 would make everything expire at once; give at least 1 second".to_string());
+    }
+    Ok(secs)
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
@@ -148,6 +180,7 @@ impl From<TraceArgs> for TraceOptions {
             json: a.json,
             duration: a.duration,
             expires_secs: a.expires,
+            kernel: a.kernel,
             max_destinations: a.max_destinations,
             accept_unvalidated: a.accept_unvalidated,
             config: ObserverConfig {
@@ -183,7 +216,8 @@ mod tests {
         assert_eq!(t.interfaces, ["eth0", "eth1"]);
         assert_eq!(t.hook, IngressHook::Tc);
         assert_eq!(t.duration, Some(Duration::from_millis(2500)));
-        assert_eq!(t.expires, 600);
+        assert_eq!(t.expires, None, "the host's sysctls unless given");
+        assert!(!t.kernel);
         assert_eq!(t.max_destinations.get(), 65_536);
     }
 
@@ -214,6 +248,32 @@ mod tests {
     }
 
     #[test]
+    fn zero_expiry_and_flow_timeout_are_refused_with_a_message() {
+        for flag in ["--expires", "--flow-timeout"] {
+            let err = Cli::try_parse_from(["pmtu", "trace", "-i", "eth0", flag, "0"]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{flag}");
+            let text = err.to_string();
+            assert!(text.contains(flag) && text.contains("give at least 1 second"), "{flag}: {text}");
+        }
+        let cli = Cli::try_parse_from(["pmtu", "trace", "-i", "eth0", "--expires", "30", "--flow-timeout", "1", "--kernel"])
+            .unwrap();
+        let Command::Trace(t) = cli.command else { panic!("not trace") };
+        assert_eq!((t.expires, t.flow_timeout, t.kernel), (Some(30), 1, true));
+        let opts = TraceOptions::from(t);
+        assert_eq!(opts.config.flow_timeout_ns, 1_000_000_000);
+    }
+
+    #[test]
+    fn trace_help_documents_the_signals_and_output_errors() {
+        let mut cmd = Cli::command();
+        let trace = cmd.find_subcommand_mut("trace").unwrap();
+        let help = trace.render_long_help().to_string();
+        for needle in ["SIGUSR1", "SIGHUP", "reserved for reloading", "EPIPE", "ENOSPC", "status 1"] {
+            assert!(help.contains(needle), "{needle}: {help}");
+        }
+    }
+
+    #[test]
     fn bad_arguments_are_errors_not_panics() {
         for args in [
             &["pmtu", "trace"][..],
@@ -224,6 +284,8 @@ mod tests {
             &["pmtu", "trace", "-i", "eth0", "--ring-kib", "3"],
             &["pmtu", "trace", "-i", "eth0", "--ring-kib", "100"],
             &["pmtu", "trace", "-i", "eth0", "--rate-global", "-5"],
+            &["pmtu", "trace", "-i", "eth0", "--expires", "-1"],
+            &["pmtu", "trace", "-i", "eth0", "--expires", "1.5"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }

@@ -11,6 +11,7 @@ pub mod counters;
 pub mod decode;
 pub mod demo;
 pub mod iface;
+pub mod kernel_cache;
 pub mod lab;
 pub mod loader;
 pub mod local_addrs;

@@ -1,4 +1,5 @@
-//! `pmtu trace`: attach the observer, print events live, print the table on exit.
+//! `pmtu trace`: attach the observer, print events live, print the table on
+//! exit (and on SIGUSR1), with the kernel's own cache beside it when asked.
 
 use std::{
     collections::HashMap,
@@ -9,16 +10,20 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use pmtu_common::flow::ObserverConfig;
+use pmtu_common::{
+    counters::{RATE_LIMITED, RING_LOST},
+    flow::ObserverConfig,
+};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
     clock::{WallClock, monotonic_ns},
     decode::decode,
     iface::{Hooks, Iface, Interfaces, LinkKind, Prepared},
+    kernel_cache::{self, KernelCache, Sysctls},
     loader::{IngressHook, Programs, Role, ifname},
-    render::{self, Totals},
-    stop::Stop,
+    render::{self, Shown, Totals},
+    stop::{Stop, Wake},
     table::Table,
 };
 
@@ -27,7 +32,11 @@ pub struct TraceOptions {
     pub hook: IngressHook,
     pub json: bool,
     pub duration: Option<Duration>,
-    pub expires_secs: u64,
+    /// `--expires`: the table's expiry for both families; `None` takes the
+    /// host's net.ipv4/ipv6.route.mtu_expires, as the kernel does.
+    pub expires_secs: Option<u64>,
+    /// `--kernel`: the kernel's own cache beside each destination in text.
+    pub kernel: bool,
     pub max_destinations: NonZeroUsize,
     /// Let invalid events into the table too.
     pub accept_unvalidated: bool,
@@ -37,6 +46,11 @@ pub struct TraceOptions {
     pub ring_bytes: Option<u32>,
 }
 
+/// How long the kernel lookups for one table may take in all; the rest are
+/// marked as not asked (a table of 65,536 destinations is not worth a
+/// minute's wait at exit).
+const KERNEL_BUDGET: Duration = Duration::from_secs(10);
+
 /// Drains the ring into the table and prints each event.
 struct Consumer {
     table: Table,
@@ -44,14 +58,21 @@ struct Consumer {
     json: bool,
     delivered: u64,
     decode_errors: u64,
-    accept_unvalidated: bool,
-    ignored: u64,
+}
+
+/// The interface's name, or `ifN` for one pmtu is not attached to and
+/// that is gone.
+fn name_of(index: u32, names: &HashMap<u32, String>) -> String {
+    match names.get(&index) {
+        Some(name) => name.clone(),
+        None => ifname(index).unwrap_or_else(|| render::unnamed(index)),
+    }
 }
 
 impl Consumer {
-    /// Reads every record available now. Stops early only if stdout is gone.
-    /// `names` has every interface the observer is attached to: events only
-    /// come from those.
+    /// Reads every record available now. Fails only if stdout does.
+    /// `names` has every interface the observer is attached to: events
+    /// come from those (a transit event's way out may be another).
     fn drain(&mut self, ring: &mut RingBuf<MapData>, names: &HashMap<u32, String>) -> io::Result<()> {
         let stdout = io::stdout();
         let mut out = stdout.lock();
@@ -66,21 +87,15 @@ impl Consumer {
             };
             drop(record);
             self.delivered += 1;
-            let name = match names.get(&ptb.ifindex) {
-                Some(name) => name.clone(),
-                None => ifname(ptb.ifindex).unwrap_or_else(|| format!("if{}", ptb.ifindex)),
-            };
+            let name = name_of(ptb.ifindex, names);
+            let out_name = ptb.out_ifindex.map(|i| name_of(i, names));
             let line = if self.json {
-                render::event_json(&ptb, &name, &self.clock)
+                render::event_json_with(&ptb, &name, out_name.as_deref(), &self.clock)
             } else {
-                render::event_text(&ptb, &name, &self.clock)
+                render::event_text_with(&ptb, &name, out_name.as_deref(), &self.clock)
             };
             writeln!(out, "{line}")?;
-            if ptb.is_valid() || self.accept_unvalidated {
-                self.table.record(&ptb);
-            } else {
-                self.ignored += 1;
-            }
+            self.table.record(&ptb);
         }
         out.flush()
     }
@@ -107,20 +122,99 @@ impl Hooks for Tracer {
         usize::try_from(self.programs.link_room() / LINKS_PER_IFACE).unwrap_or(usize::MAX)
     }
 
+    /// Attaches, and marks the interface observed (OBSERVED): a PTB
+    /// forwarded from it was reported where it came in, so tc egress only
+    /// counts it. `attach_observer` marks it once attached (a PTB in the
+    /// gap is reported twice rather than not at all).
     fn attach(&mut self, iface: &Iface, kind: LinkKind) -> anyhow::Result<Vec<String>> {
         let said = self.programs.attach_observer(iface.index, &iface.name, kind, self.hook)?;
         self.names.insert(iface.index, iface.name.clone());
         Ok(said)
     }
 
+    /// Detaches; `detach_iface` unmarks it (OBSERVED) first, so forwarded
+    /// PTBs from it are reported at egress again rather than lost.
     fn detach(&mut self, index: u32, _name: &str) -> anyhow::Result<()> {
         self.names.remove(&index);
         self.programs.detach_iface(index)
     }
 }
 
+/// Where a write to stdout failed. A reader that left (EPIPE: `| head`)
+/// ends the trace quietly; anything else (ENOSPC, EIO: `> /dev/full`) is an
+/// error the user must hear of.
+fn output_failure(err: io::Error) -> Option<anyhow::Error> {
+    match err.kind() {
+        io::ErrorKind::BrokenPipe => None,
+        _ => Some(anyhow::Error::new(err).context("writing to stdout")),
+    }
+}
+
+/// What to report about the table now.
+struct Report<'a> {
+    consumer: &'a mut Consumer,
+    kernel_cache: &'a mut Option<KernelCache>,
+    sysctls: Sysctls,
+    started_ns: u64,
+    with_kernel: bool,
+    json: bool,
+}
+
+impl Report<'_> {
+    /// The table (and the kernel's cache beside it when asked) as text or
+    /// one JSON line.
+    async fn render(self, counters: crate::counters::Counters, is_final: bool) -> String {
+        let now = monotonic_ns();
+        let rows = self.consumer.table.rows(now);
+        let totals = Totals {
+            kernel: counters,
+            events_delivered: self.consumer.delivered,
+            decode_errors: self.consumer.decode_errors,
+            table: self.consumer.table.totals(),
+        };
+        // JSON always carries the kernel column; text with --kernel.
+        let ask = self.json || self.with_kernel;
+        let kernel = if ask && !rows.is_empty() {
+            if self.kernel_cache.is_none() {
+                match KernelCache::open() {
+                    Ok(cache) => *self.kernel_cache = Some(cache),
+                    Err(e) => eprintln!("pmtu: cannot read the kernel's PMTU cache: {e:#}"),
+                }
+            }
+            let ctx = kernel_cache::Context {
+                now_ns: now,
+                started_ns: self.started_ns,
+                sysctls: self.sysctls,
+                rules: *self.consumer.table.rules(),
+                lost_reports: counters.get(RING_LOST) + counters.get(RATE_LIMITED),
+            };
+            kernel_cache::reports(self.kernel_cache.as_ref(), &rows, &ctx, KERNEL_BUDGET)
+                .await
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            vec![None; rows.len()]
+        };
+        let shown: Vec<Shown> = rows.into_iter().zip(kernel).map(|(row, kernel)| Shown { row, kernel }).collect();
+        if self.json {
+            format!("{}\n", render::table_json(&shown, &totals, &self.consumer.clock, is_final))
+        } else if is_final {
+            format!("\n{}", render::table_text(&shown, &totals, self.with_kernel))
+        } else {
+            format!("\n--- table at {} (SIGUSR1) ---\n{}", self.consumer.clock.rfc3339(now), render::table_text(&shown, &totals, self.with_kernel))
+        }
+    }
+}
+
+fn print(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
 pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
-    let mut stop = Stop::install(opts.duration)?;
+    let mut stop = Stop::install(opts.duration)?.with_table_signals()?;
     let prepared = Prepared::new(&opts.ifaces).await?;
     if opts.accept_unvalidated {
         eprintln!(
@@ -128,6 +222,13 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
              (forged, for unknown flows, below the MTU floor) will shape the table"
         );
     }
+    // The kernel's PMTU parameters in this namespace: the table applies the
+    // rules with them (min_pmtu; mtu_expires unless --expires).
+    let (sysctls, notes) = Sysctls::read();
+    for note in notes {
+        eprintln!("pmtu: {note}");
+    }
+    let rules = sysctls.rules(opts.expires_secs);
     let mut observer = Programs::load(Role::Observer, opts.ring_bytes)?;
     observer.set_observer_config(opts.config)?;
     // This host's addresses, so the kernel can tell received PTBs from
@@ -138,8 +239,9 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let ring = observer.take_events()?;
     let tracer = Tracer { programs: observer, hook: opts.hook, names: HashMap::new() };
     let mut ifaces = Interfaces::start(prepared, tracer)?;
+    let started_ns = monotonic_ns();
     eprintln!(
-        "pmtu: attached to {} interface(s); {} and prints the table",
+        "pmtu: attached to {} interface(s); {} and prints the table (SIGUSR1 prints it and carries on)",
         ifaces.attached(),
         Stop::describe(opts.duration)
     );
@@ -148,22 +250,23 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     // as long as the AsyncFd holds it.
     let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the event ring")?;
     let mut consumer = Consumer {
-        table: Table::new(opts.max_destinations, opts.expires_secs),
+        table: Table::with_rules(opts.max_destinations, rules, opts.accept_unvalidated),
         clock: WallClock::now(),
         json: opts.json,
         delivered: 0,
         decode_errors: 0,
-        accept_unvalidated: opts.accept_unvalidated,
-        ignored: 0,
     };
-    let mut stdout_gone = false;
+    let mut kernel_cache = None;
+    // Why the loop ended early: stdout failed, or link events could not be
+    // followed.
+    let mut stdout_err: Option<io::Error> = None;
     let mut failure = None;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the event ring")?;
-                if consumer.drain(guard.get_inner_mut(), &ifaces.hooks.names).is_err() {
-                    stdout_gone = true;
+                if let Err(e) = consumer.drain(guard.get_inner_mut(), &ifaces.hooks.names) {
+                    stdout_err = Some(e);
                     break;
                 }
                 guard.clear_ready();
@@ -171,8 +274,8 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
             event = ifaces.next_event() => {
                 // What the ring holds came from interfaces as they were:
                 // print it under their names before a detach forgets them.
-                if consumer.drain(ring.get_mut(), &ifaces.hooks.names).is_err() {
-                    stdout_gone = true;
+                if let Err(e) = consumer.drain(ring.get_mut(), &ifaces.hooks.names) {
+                    stdout_err = Some(e);
                     break;
                 }
                 if let Err(e) = ifaces.apply(event).await {
@@ -180,7 +283,32 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
                     break;
                 }
             }
-            () = stop.wait() => break,
+            wake = stop.next() => match wake {
+                Wake::Stop(_) => break,
+                Wake::PrintTable => {
+                    if let Err(e) = consumer.drain(ring.get_mut(), &ifaces.hooks.names) {
+                        stdout_err = Some(e);
+                        break;
+                    }
+                    let counters = ifaces.hooks.programs.counters().unwrap_or_else(|e| {
+                        eprintln!("pmtu: reading the observer's counters: {e:#}");
+                        Default::default()
+                    });
+                    let report = Report {
+                        consumer: &mut consumer,
+                        kernel_cache: &mut kernel_cache,
+                        sysctls,
+                        started_ns,
+                        with_kernel: opts.kernel,
+                        json: opts.json,
+                    };
+                    let text = report.render(counters, false).await;
+                    if let Err(e) = print(&text) {
+                        stdout_err = Some(e);
+                        break;
+                    }
+                }
+            },
         }
     }
 
@@ -189,33 +317,38 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let (tracer, detached) = ifaces.stop();
     detached?;
     eprintln!("pmtu: detached");
-    if stdout_gone {
-        return failure.map_or(Ok(()), Err);
-    }
     // Whatever the programs submitted before they were detached.
-    if consumer.drain(ring.get_mut(), &names).is_err() {
-        // stdout is gone: nobody to print the table to.
-        return failure.map_or(Ok(()), Err);
+    if stdout_err.is_none()
+        && let Err(e) = consumer.drain(ring.get_mut(), &names)
+    {
+        stdout_err = Some(e);
+    }
+    if let Some(e) = stdout_err {
+        // No table: stdout is where it would go.
+        return match (failure, output_failure(e)) {
+            (Some(f), _) => Err(f),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(()),
+        };
     }
 
-    let totals = Totals {
-        kernel: tracer.programs.counters()?,
-        events_delivered: consumer.delivered,
-        events_ignored: consumer.ignored,
-        decode_errors: consumer.decode_errors,
-        destinations_evicted: consumer.table.evicted(),
+    let counters = tracer.programs.counters()?;
+    let report = Report {
+        consumer: &mut consumer,
+        kernel_cache: &mut kernel_cache,
+        sysctls,
+        started_ns,
+        with_kernel: opts.kernel,
+        json: opts.json,
     };
-    let rows = consumer.table.rows(monotonic_ns());
-    let text = if opts.json {
-        format!("{}\n", render::table_json(&rows, &totals, &consumer.clock))
-    } else {
-        format!("\n{}", render::table_text(&rows, &totals))
-    };
-    let mut out = io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        // A reader that left before the table is not worth an error exit.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        other => other.context("printing the table")?,
+    let text = report.render(counters, true).await;
+    if let Err(e) = print(&text)
+        && let Some(err) = output_failure(e)
+    {
+        return Err(match failure {
+            Some(f) => anyhow::anyhow!("{f:#}; and {err:#}"),
+            None => err,
+        });
     }
     failure.map_or(Ok(()), Err)
 }

@@ -86,7 +86,14 @@ pub fn table_ops(data: &[u8]) {
         assert!(table.len() <= 8);
     }
     for row in table.rows(now) {
-        assert!(row.reporters.iter().any(|r| r.mtu == row.pmtu));
+        // The kernel's rules: a lock only below IPv4's min_pmtu (552 here),
+        // never an IPv6 PMTU under 1280, and an entry only from a report.
+        if let Some(c) = row.cache {
+            assert!(!c.locked || (row.family == 4 && c.pmtu <= 552));
+            assert!(row.family == 4 || c.pmtu >= 1280);
+            assert!(row.events >= 1);
+        }
+        assert!(row.reporters.len() as u64 <= row.events.max(1));
         assert!(row.reporters.len() <= pmtu_user::table::MAX_REPORTERS);
     }
 }
