@@ -6,10 +6,12 @@ pub mod cases;
 pub mod clamp_cases;
 pub mod frames;
 pub mod fuzz;
+pub mod oracle;
 pub mod procs;
 pub mod residue;
 pub mod rewrite_check;
 pub mod soak;
+pub mod trace_json;
 pub mod tunnel;
 pub mod wire;
 
