@@ -53,8 +53,13 @@ pub struct TraceArgs {
     /// that goes is observed again when it returns.
     #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
     pub interfaces: Vec<String>,
-    /// Ingress hook; tc egress is always attached too.
-    #[arg(long, value_enum, default_value = "xdp")]
+    /// Ingress hook; tc egress is always attached too. tc (TCX) is the
+    /// default: it shares the hook with other programs and keeps GRO.
+    /// XDP is opt-in: it takes the interface's one XDP slot from other
+    /// tools, and on veth (containers, labs, virtual routers) any XDP
+    /// program moves received packets off the GRO path, which cut
+    /// forwarded throughput by ~80% here (BENCHMARKS.md).
+    #[arg(long, value_enum, default_value = "tc")]
     pub hook: IngressHook,
     /// One JSON object per line: events, then the table.
     #[arg(long)]

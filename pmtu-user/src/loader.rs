@@ -611,7 +611,7 @@ impl Programs {
         // without the GRO/GSO aggregation forwarded traffic otherwise keeps:
         // throughput drops by ~80% (BENCHMARKS.md). Say so; --hook tc avoids it.
         let hint = if driver(iface).as_deref() == Some("veth") {
-            " (veth: XDP costs forwarded throughput dearly here, see BENCHMARKS.md; --hook tc does not)"
+            " (veth: XDP costs forwarded throughput dearly here, see BENCHMARKS.md; the default tc hook does not)"
         } else {
             ""
         };

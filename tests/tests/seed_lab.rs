@@ -102,7 +102,8 @@ fn v4_on_h0_matches_the_wire_and_the_kernel_cache() {
     }
     let lab = SeedLab::build().unwrap();
     let capture = start_capture(&lab.h0, SeedLab::H0_IF, "icmp[icmptype] == 3 and icmp[icmpcode] == 4");
-    let trace = start_trace(&lab.h0, &["-i", SeedLab::H0_IF, "--json"]);
+    // XDP on request (tc is the default).
+    let trace = start_trace(&lab.h0, &["-i", SeedLab::H0_IF, "--json", "--hook", "xdp"]);
     probe(&lab, V4);
     std::thread::sleep(Duration::from_millis(300));
     let run = trace.stop(libc::SIGTERM, EXIT);
@@ -207,10 +208,10 @@ fn on_router_r1_sees_ptbs_in_transit_and_its_own_v4_and_v6() {
         sorted(&[
             // r2's PTB in transit: one event, where it arrives at r1 (its
             // copy leaving toward h0 is only counted, transit_seen_on_entry).
-            want("to-r2", "xdp", "192.168.6.2", 1350, V4),
+            want("to-r2", "tc-ingress", "192.168.6.2", 1350, V4),
             // r1's own PTB, sent toward h0.
             want("to-h0", "tc-egress", "192.168.5.2", 1370, V4),
-            want("to-r2", "xdp", "fd54:54:54:2::2", 1350, V6),
+            want("to-r2", "tc-ingress", "fd54:54:54:2::2", 1350, V6),
             want("to-h0", "tc-egress", "fd54:54:54:1::2", 1370, V6),
         ])
     );
@@ -243,7 +244,7 @@ fn text_output_reads_like_ip_route_get() {
     let run = trace.stop(libc::SIGTERM, EXIT);
     assert!(run.status.success(), "{:?}", run.stderr);
     let out = run.stdout.join("\n");
-    assert!(out.contains("to-r1 xdp 192.168.5.2 says mtu 1370 for 192.168.5.1 > 192.168.7.2 (icmp, 1500 bytes)"), "{out}");
+    assert!(out.contains("to-r1 tc-ingress 192.168.5.2 says mtu 1370 for 192.168.5.1 > 192.168.7.2 (icmp, 1500 bytes)"), "{out}");
     assert!(out.contains("\n192.168.7.2 mtu 1350 expires 59"), "{out}");
     assert!(out.contains("    reported by 192.168.6.2 mtu 1350 (1 event)"), "{out}");
     assert!(out.contains("    reported by 192.168.5.2 mtu 1370 (1 event)"), "{out}");
@@ -313,9 +314,9 @@ fn demo_runs_and_agrees_with_the_kernel_then_cleans_up() {
     let out = run.stdout.join("\n");
     assert!(run.status.success(), "{out}\n{}", run.stderr.join("\n"));
     for needle in [
-        "to-r1 xdp 192.168.5.2 says mtu 1370 for 192.168.5.1 > 192.168.7.2",
-        "to-r1 xdp 192.168.6.2 says mtu 1350 for 192.168.5.1 > 192.168.7.2",
-        "to-r1 xdp fd54:54:54:2::2 says mtu 1350 for fd54:54:54:1::1 > fd54:54:54:3::2",
+        "to-r1 tc-ingress 192.168.5.2 says mtu 1370 for 192.168.5.1 > 192.168.7.2",
+        "to-r1 tc-ingress 192.168.6.2 says mtu 1350 for 192.168.5.1 > 192.168.7.2",
+        "to-r1 tc-ingress fd54:54:54:2::2 says mtu 1350 for fd54:54:54:1::1 > fd54:54:54:3::2",
         "192.168.7.2 mtu 1350 expires",
         "    reported by 192.168.5.2 mtu 1370 (1 event)",
         "fd54:54:54:3::2 mtu 1350 expires",
@@ -349,9 +350,9 @@ fn two_tracers_share_an_interface() {
         return;
     }
     let lab = SeedLab::build().unwrap();
-    let first = start_trace(&lab.h0, &["-i", SeedLab::H0_IF, "--json"]);
+    let first = start_trace(&lab.h0, &["-i", SeedLab::H0_IF, "--json", "--hook", "xdp"]);
     let mut second = Proc::spawn(
-        pmtu_in(&lab.h0, &pmtu_tests::pmtu_bin(), &["trace", "-i", SeedLab::H0_IF, "--json"]),
+        pmtu_in(&lab.h0, &pmtu_tests::pmtu_bin(), &["trace", "-i", SeedLab::H0_IF, "--json", "--hook", "xdp"]),
         "second pmtu trace",
     );
     second.wait_for_stderr("attached to", Duration::from_secs(30));

@@ -28,7 +28,7 @@ pub const ARMS: [&str; 7] = [
     "iptables TCPMSS",
     "nftables maxseg",
     "pmtu observer",
-    "pmtu observer --hook tc",
+    "pmtu observer --hook xdp",
     "pmtu clamper",
     "pmtu observer + clamper",
 ];
@@ -131,7 +131,7 @@ fn setup<'a>(lab: &'a RouterLab, arm: &str) -> anyhow::Result<Setup<'a>> {
             Setup::Nft(&lab.r)
         }
         "pmtu observer" => Setup::Pmtu(vec![pmtu(&[&["trace"][..], &ifs].concat())]),
-        "pmtu observer --hook tc" => Setup::Pmtu(vec![pmtu(&[&["trace", "--hook", "tc"][..], &ifs].concat())]),
+        "pmtu observer --hook xdp" => Setup::Pmtu(vec![pmtu(&[&["trace", "--hook", "xdp"][..], &ifs].concat())]),
         "pmtu clamper" => Setup::Pmtu(vec![pmtu(&[&["clamp", "--to-pmtu"][..], &ifs].concat())]),
         _ => Setup::Pmtu(vec![pmtu(&[&["trace"][..], &ifs].concat()), pmtu(&[&["clamp", "--to-pmtu"][..], &ifs].concat())]),
     })

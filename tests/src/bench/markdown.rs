@@ -35,14 +35,14 @@ fn slower_than_iptables(out: &mut String, a: &Arms, what: &str) {
         if slower {
             any = true;
             let why = match arm.arm {
-                "pmtu observer --hook tc" => {
+                "pmtu observer" => {
                     "the observer runs twice per forwarded packet (tc in, tc out) and at egress \
                      looks the flow up in the LRU map"
                 }
-                "pmtu observer" => {
+                "pmtu observer --hook xdp" => {
                     "most of it is not the program: with any XDP program attached, veth hands \
                      received packets to its XDP path (veth_xdp_rcv), which gives up the large \
-                     GSO packets the no-program arms forward (compare the `--hook tc` arm, the \
+                     GSO packets the no-program arms forward (compare the default tc arm, the \
                      same programs without XDP); on top, the observer runs twice per forwarded \
                      packet and looks the flow up at egress"
                 }
