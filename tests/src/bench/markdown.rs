@@ -207,9 +207,12 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         out,
         "PTBs produced as fast as available while userspace drains, decodes and aggregates them. \
-         `test_run`: BPF_PROG_TEST_RUN repeats of a valid PTB on one CPU, consumer on the other. \
-         `veth flood`: the soak's raw-socket flood through a router (each PTB parsed twice, in and out), \
-         rate limits off.\n"
+         `test_run`: BPF_PROG_TEST_RUN repeats of a valid PTB on one CPU, consumer on the other \
+         (the producer, ~130k/s, is the limit there). `consumer alone`: the 16 MiB ring filled first, \
+         then only the drain, decode and aggregation timed, round after round: the consumer's own \
+         ceiling (produced/s is not meaningful there). \
+         `veth flood`: the soak's raw-socket flood through a router (a transit PTB is reported once, \
+         where it enters), rate limits off.\n"
     );
     let _ = writeln!(out, "| source | ring KiB | seconds | produced | delivered | lost | rate-limited | produced/s | delivered/s | identity |");
     let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");

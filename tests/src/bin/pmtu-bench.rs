@@ -53,6 +53,19 @@ fn main() -> ExitCode {
         println!("{}", serde_json::to_string(&memory::feed(n)).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
+    if args.first().map(String::as_str) == Some("consumer") {
+        let rounds = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+        return match pipeline::consumer_alone(rounds) {
+            Ok(run) => {
+                println!("{}", serde_json::to_string(&run).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("consumer: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.first().map(String::as_str) == Some("memlock") {
         return match memory::role_memlock(args.get(1).map_or("", String::as_str)) {
             Ok(kib) => {
