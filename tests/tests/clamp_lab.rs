@@ -184,7 +184,10 @@ fn trace_and_clamp_share_interfaces() {
     assert!(run.status.success(), "{:?}", run.stderr);
     let table: Value = serde_json::from_str(run.stdout.last().unwrap()).unwrap();
     let inspected = table["counters"]["inspected"].as_u64().unwrap();
-    assert!(inspected > 1000, "the tracer saw the transfers: {inspected}");
+    // At tc (the default hook) GRO has merged the transfers' segments into
+    // large packets first, so hundreds, not thousands; a tracer that saw
+    // none of the transfers would count only a few dozen control packets.
+    assert!(inspected > 200, "the tracer saw the transfers: {inspected}");
     assert_clean(&lab.r1, BlackHoleLab::R1_IF_C0);
     assert_clean(&lab.r1, BlackHoleLab::R1_IF_R2);
 }
