@@ -221,17 +221,7 @@ fn l3_corpus_through_tun_devices() {
                         Some(out) => failures.push(format!("{} [{prog}]: output differs\n  want {want:02x?}\n  got  {out:02x?}", case.name)),
                         None => failures.push(format!("{} [{prog}]: nothing came out of {}", case.name, TunPair::OUT)),
                     }
-                    let mut want = [0u64; COUNT as usize];
-                    if case.syn {
-                        want[SYN_SEEN as usize] = 1;
-                    }
-                    if let Some(c) = case.counter {
-                        want[c as usize] += 1;
-                    }
-                    let got: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-                    if got != want {
-                        failures.push(format!("{} [{prog}]: counters {}, want {}", case.name, deltas(&before, &after), deltas(&[0; COUNT as usize], &want)));
-                    }
+                    check_counters(case, prog, &before, &after, &mut failures);
                 }
                 let cls: &mut SchedClassifier = p.ebpf_mut().program_mut(prog).unwrap().try_into().unwrap();
                 cls.detach(link).unwrap();
@@ -240,6 +230,22 @@ fn l3_corpus_through_tun_devices() {
             assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
         })
         .unwrap();
+}
+
+/// The counters one run of `case` must move: syn_seen for a SYN, and its
+/// outcome counter.
+fn check_counters(case: &ClampCase, prog: &str, before: &[u64; COUNT as usize], after: &[u64; COUNT as usize], failures: &mut Vec<String>) {
+    let mut want = [0u64; COUNT as usize];
+    if case.syn {
+        want[SYN_SEEN as usize] = 1;
+    }
+    if let Some(c) = case.counter {
+        want[c as usize] += 1;
+    }
+    let got: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    if got != want {
+        failures.push(format!("{} [{prog}]: counters {}, want {}", case.name, deltas(before, after), deltas(&[0; COUNT as usize], &want)));
+    }
 }
 
 /// Runs one case through `prog` (the Ethernet or L3 variant as the case
@@ -259,22 +265,7 @@ fn check_case(p: &mut Programs, case: &ClampCase, failures: &mut Vec<String>) ->
                 check(case.link, &out)
             ));
         }
-        let mut want = [0u64; COUNT as usize];
-        if case.syn {
-            want[SYN_SEEN as usize] = 1;
-        }
-        if let Some(c) = case.counter {
-            want[c as usize] += 1;
-        }
-        let got: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-        if got != want {
-            failures.push(format!(
-                "{} [{prog}]: counters {}, want {}",
-                case.name,
-                deltas(&before, &after),
-                deltas(&[0; COUNT as usize], &want)
-            ));
-        }
+        check_counters(case, prog, &before, &after, failures);
     }
     progs.len()
 }
