@@ -550,11 +550,23 @@ pub fn parse_ip<P: Packet>(pkt: &P, link: Link) -> Result<Ip, NoL4> {
 /// IP header, TCP flags) and the addresses only for a SYN.
 #[inline(always)]
 pub fn parse_syn<P: Packet>(pkt: &P, link: Link, syn: &mut Syn) -> SynOutcome {
-    let ip = match parse_ip(pkt, link) {
-        Ok(ip) => ip,
-        Err(no) => return no.into(),
-    };
+    match parse_ip(pkt, link) {
+        Ok(ip) => parse_syn_at(pkt, &ip, syn),
+        Err(no) => no.into(),
+    }
+}
+
+/// [`parse_syn`] from an IP header [`parse_ip`] already walked. The flags
+/// are read first, so anything but a SYN leaves without a store.
+#[inline(always)]
+pub fn parse_syn_at<P: Packet>(pkt: &P, ip: &Ip, syn: &mut Syn) -> SynOutcome {
     if ip.proto != IPPROTO_TCP {
+        return SynOutcome::NotSyn;
+    }
+    let Some(t) = tcp_word6(pkt, ip) else {
+        return SynOutcome::Malformed;
+    };
+    if !is_syn(t) {
         return SynOutcome::NotSyn;
     }
     syn.family = ip.family;
@@ -564,13 +576,6 @@ pub fn parse_syn<P: Packet>(pkt: &P, link: Link, syn: &mut Syn) -> SynOutcome {
     syn.l3 = ip.l3;
     syn.l4 = ip.l4;
     syn.ip_end = ip.ip_end;
-    // Data Offset and flags.
-    let Some(t) = within::<P, 2>(pkt, syn.l4 + 12, syn.ip_end) else {
-        return SynOutcome::Malformed;
-    };
-    if t[1] & (TCP_FLAG_SYN | TCP_FLAG_RST) != TCP_FLAG_SYN {
-        return SynOutcome::NotSyn;
-    }
     syn.flags = t[1];
     syn.word6 = t;
     syn.tcp_hdr_len = ((t[0] >> 4) as usize) * 4;
@@ -579,10 +584,23 @@ pub fn parse_syn<P: Packet>(pkt: &P, link: Link, syn: &mut Syn) -> SynOutcome {
     }
     syn.src = [0; 16];
     syn.dst = [0; 16];
-    if !read_addrs(pkt, &ip, &mut syn.src, &mut syn.dst) {
+    if !read_addrs(pkt, ip, &mut syn.src, &mut syn.dst) {
         return SynOutcome::Malformed;
     }
     SynOutcome::Syn
+}
+
+/// TCP header bytes 12-13 (Data Offset and flags) of the segment at `ip`,
+/// or `None` if the datagram ends before them.
+#[inline(always)]
+pub fn tcp_word6<P: Packet>(pkt: &P, ip: &Ip) -> Option<[u8; 2]> {
+    within::<P, 2>(pkt, ip.l4 + 12, ip.ip_end)
+}
+
+/// Whether TCP header bytes 12-13 say SYN set and RST clear.
+#[inline(always)]
+pub fn is_syn(word6: [u8; 2]) -> bool {
+    word6[1] & (TCP_FLAG_SYN | TCP_FLAG_RST) == TCP_FLAG_SYN
 }
 
 /// Reads the addresses of the datagram at `ip` into `src` and `dst`.

@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use pmtu_common::{
-    parse::{Link, Packet, Syn, SynOutcome, parse_syn},
+    parse::{IPPROTO_TCP, Ip, Link, Packet, Syn, SynOutcome, is_syn, parse_ip, parse_syn_at, tcp_word6},
     policy::{
         MAX_IFACES, MODE_SET_MSS, MODE_TO_PMTU,
         counters::{CLAMPED, ERRORS, INSERTED, MALFORMED, NO_ROUTE, SYN_SEEN},
@@ -31,8 +31,8 @@ use pmtu_common::{
 };
 
 use crate::{
-    maps::{CLAMP_POLICY, CLAMP_SCRATCH, SYN_SCRATCH, count_clamp},
-    packet::{SkbPacket, skb_ifindex, skb_ingress_ifindex},
+    maps::{CLAMP_POLICY, CLAMP_SCRATCH, IP_SCRATCH, SYN_SCRATCH, count_clamp},
+    packet::{OptionsCopy, SkbLoaded, SkbPacket, skb_ifindex, skb_ingress_ifindex},
 };
 
 const AF_INET: u8 = 2;
@@ -44,16 +44,36 @@ struct Failed;
 pub fn clamp(ctx: &TcContext, link: Link) {
     // Parse first: most packets are not SYNs, and they leave before the
     // policy hash lookup (which cost every packet ~40 ns, see BENCHMARKS.md).
-    let pkt = SkbPacket(ctx);
-    let Some(scratch) = SYN_SCRATCH.get_ptr_mut(0) else {
+    let Some(pkt) = SkbPacket::new(ctx) else {
         return;
     };
-    let outcome = parse_into(&pkt, link, scratch);
+    let outcome = match parse_ip(&pkt, link) {
+        Ok(ip) if ip.proto == IPPROTO_TCP => {
+            // The flags first, here: a segment that is not a SYN leaves
+            // before any scratch memory or subprogram.
+            if tcp_word6(&pkt, &ip).is_some_and(|w| !is_syn(w)) {
+                return;
+            }
+            // The rest goes through map memory (see parse_into).
+            let (Some(ip_slot), Some(scratch)) = (IP_SCRATCH.get_ptr_mut(0), SYN_SCRATCH.get_ptr_mut(0)) else {
+                return;
+            };
+            // SAFETY: this CPU's IP_SCRATCH value; not preempted.
+            unsafe { ip_slot.write(ip) };
+            parse_into(&pkt, ip_slot, scratch)
+        }
+        Ok(_) => return,
+        Err(no) => no.into(),
+    };
     if matches!(outcome, SynOutcome::NotIp | SynOutcome::NotSyn | SynOutcome::FragmentSkipped) {
         return;
     }
-    // SAFETY: this CPU's SYN_SCRATCH value, just written by parse_into; read
-    // in place (a copy would not fit the 512-byte BPF stack beside the rest).
+    let Some(scratch) = SYN_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's SYN_SCRATCH value, just written by parse_into (or
+    // not, for a Malformed outcome, which only counts); read in place (a
+    // copy would not fit the 512-byte BPF stack beside the rest).
     let syn: &Syn = unsafe { &*scratch };
     // SAFETY: the map value is plain data, read once.
     let Some(policy) = (unsafe { CLAMP_POLICY.get(&skb_ifindex(ctx)) }) else {
@@ -86,7 +106,13 @@ pub fn clamp(ctx: &TcContext, link: Link) {
         }
     };
 
-    let scan = scan_options(&pkt, syn.l4 + 20, syn.tcp_hdr_len - 20);
+    // From a copy of the options (see OptionsCopy); through the helper if
+    // that fails, which it cannot for a SYN parse_syn accepted.
+    let (start, len) = (syn.l4 + 20, syn.tcp_hdr_len - 20);
+    let scan = match OptionsCopy::load(&pkt, start, len) {
+        Some(copy) => scan_options(&copy, start, len),
+        None => scan_options(&SkbLoaded(ctx), start, len),
+    };
     // Every path through the option walk (layouts, MSS count) arrives here
     // with its own exact values; run through scratch memory, they become
     // one state for the verifier, which then checks the rewrite code once
@@ -105,7 +131,7 @@ pub fn clamp(ctx: &TcContext, link: Link) {
             }
             if done.is_ok() { CLAMPED } else { ERRORS }
         }
-        Plan::Insert { insert: i, check_at } => match insert(ctx, &pkt, &i, check_at) {
+        Plan::Insert { insert: i, check_at } => match insert(ctx, &SkbLoaded(ctx), &i, check_at) {
             Ok(()) => INSERTED,
             Err(counter) => counter,
         },
@@ -113,7 +139,8 @@ pub fn clamp(ctx: &TcContext, link: Link) {
     count_clamp(slot, counter);
 }
 
-/// The SYN parser as a BPF subprogram that writes into map memory.
+/// The SYN parser, from the IP header on, as a BPF subprogram that reads
+/// the L3 result from map memory and writes into map memory.
 ///
 /// The verifier tracks neither what a map value holds nor, once this
 /// returns, which path through the parser (VLANs, IPv4 options, extension
@@ -121,10 +148,16 @@ pub fn clamp(ctx: &TcContext, link: Link) {
 /// and the rewrite after it are verified once per outcome instead of once
 /// per parser path (257k verified instructions when inlined, measured on
 /// 6.18). Not inlined, so the compiler cannot carry constants across either.
+/// The L2/L3 walk itself stays in the caller, so that a packet that is not
+/// TCP leaves without the call; with direct packet access, the flags read
+/// and the address reads here have three outcomes each (linear, helper,
+/// neither), and run once per L3 path they made the clamper verify 69.6k
+/// instructions, over the 50k budget.
 #[inline(never)]
-fn parse_into(pkt: &SkbPacket, link: Link, syn: *mut Syn) -> SynOutcome {
-    // SAFETY: `syn` is this CPU's SYN_SCRATCH value; not preempted.
-    unsafe { parse_syn(pkt, link, &mut *syn) }
+fn parse_into(pkt: &SkbPacket, ip: *const Ip, syn: *mut Syn) -> SynOutcome {
+    // SAFETY: `ip` and `syn` are this CPU's IP_SCRATCH and SYN_SCRATCH
+    // values; not preempted.
+    unsafe { parse_syn_at(pkt, &*ip, &mut *syn) }
 }
 
 /// What the rewrite plan is computed from.
@@ -247,7 +280,7 @@ fn lower(ctx: &TcContext, edit: &pmtu_common::rewrite::MssEdit, check_at: usize)
 /// options move back, word 6 and the lengths change, every checksum is
 /// offset (see pmtu_common::rewrite::apply, the same steps on a slice).
 #[inline(always)]
-fn insert(ctx: &TcContext, pkt: &SkbPacket, i: &Insert, check_at: usize) -> Result<(), u32> {
+fn insert(ctx: &TcContext, pkt: &SkbLoaded, i: &Insert, check_at: usize) -> Result<(), u32> {
     // This also drops any Ethernet padding, which tc ingress can still see.
     // SAFETY: plain helper call on our skb.
     if unsafe { bpf_skb_change_tail(ctx.skb.skb, i.new_end as u32, 0) } != 0 {
@@ -298,7 +331,7 @@ fn insert(ctx: &TcContext, pkt: &SkbPacket, i: &Insert, check_at: usize) -> Resu
 /// the verifier must know exactly, and that precision would flow back into
 /// the option walk above, multiplying its states by eleven (measured).
 #[inline(always)]
-fn shift_options(ctx: &TcContext, pkt: &SkbPacket, off: usize, len: usize) -> Result<(), u32> {
+fn shift_options(ctx: &TcContext, pkt: &SkbLoaded, off: usize, len: usize) -> Result<(), u32> {
     macro_rules! shift {
         ($n:literal) => {{
             let mut buf = [0u8; $n];

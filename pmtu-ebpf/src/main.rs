@@ -19,7 +19,7 @@ use pmtu_common::{
     parse::Link,
 };
 
-use crate::packet::{SkbPacket, XdpPacket, skb_link};
+use crate::packet::{SkbLoaded, SkbPacket, XdpPacket, skb_link};
 
 // Each tc program comes twice: for Ethernet-framed interfaces and, with the
 // suffix `_l3`, for interfaces without a link-layer header (tun, WireGuard,
@@ -36,7 +36,9 @@ pub fn pmtu_observe_xdp(ctx: XdpContext) -> u32 {
         came_in_on: 0,
         hook: HOOK_XDP,
     };
-    observe::observe(&XdpPacket(&ctx), Link::Ethernet, &seen);
+    if let Some(pkt) = XdpPacket::new(&ctx) {
+        observe::observe(&pkt, &pkt, Link::Ethernet, &seen);
+    }
     xdp_action::XDP_PASS
 }
 
@@ -77,7 +79,9 @@ fn observe_tc(ctx: &TcContext, l3: bool, hook: u8) -> i32 {
         came_in_on: if hook == HOOK_TC_EGRESS { packet::skb_ingress_ifindex(ctx) } else { 0 },
         hook,
     };
-    observe::observe(&SkbPacket(ctx), skb_link(ctx, l3), &seen);
+    if let Some(pkt) = SkbPacket::new(ctx) {
+        observe::observe(&pkt, &SkbLoaded(ctx), skb_link(ctx, l3), &seen);
+    }
     TC_ACT_UNSPEC
 }
 

@@ -50,6 +50,11 @@ pub static LOCAL_ADDRS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LO
 pub const MAX_LOCAL_ADDRS: u32 = 65_536;
 const BPF_F_NO_PREALLOC: u32 = 1;
 
+/// Per-CPU scratch word through which packet.rs passes every direct-access
+/// offset (see `packet::launder`).
+#[map]
+pub static OFFSET_SCRATCH: PerCpuArray<usize> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU so the hot path never contends on a shared cache line.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
@@ -84,6 +89,10 @@ pub fn count_clamp(slot: u32, counter: u32) {
 /// Per-CPU scratch the clamper parses into (see `clamp::parse_into`).
 #[map]
 pub static SYN_SCRATCH: PerCpuArray<pmtu_common::parse::Syn> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU copy of a SYN's TCP options (see `packet::OptionsCopy`).
+#[map]
+pub static OPTIONS_SCRATCH: PerCpuArray<[u8; crate::packet::OPTIONS_COPY]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU scratch for the clamper (see `clamp::launder`).
 #[map]

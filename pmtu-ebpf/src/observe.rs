@@ -82,8 +82,13 @@ fn checksums_ok<P: Packet>(pkt: &P, ip: *const Ip) -> bool {
 /// Looks at one packet: a PTB becomes an event; at egress (`record_flows`)
 /// anything else that leaves is remembered as a flow. L2 and L3 are parsed
 /// once for both.
+///
+/// `pkt` reads directly (the fast path and the flow recorder); `loaded`
+/// serves the PTB parser and the checksums: the same direct reads at XDP,
+/// the load-bytes helper at tc, where direct reads with their helper
+/// fallback put the observer over the verifier budget (see packet.rs).
 #[inline(always)]
-pub fn observe<P: Packet>(pkt: &P, link: Link, seen: &Seen) {
+pub fn observe<P: Packet, L: Packet>(pkt: &P, loaded: &L, link: Link, seen: &Seen) {
     count(counters::INSPECTED);
     let record_flows = seen.hook == HOOK_TC_EGRESS;
     let ip = match parse_ip(pkt, link) {
@@ -109,8 +114,8 @@ pub fn observe<P: Packet>(pkt: &P, link: Link, seen: &Seen) {
         let Some(scratch) = EVENT_SCRATCH.get_ptr_mut(0) else {
             return;
         };
-        match parse_into(pkt, ip_slot, scratch) {
-            Outcome::Ptb => return report(pkt, ip_slot, scratch, seen),
+        match parse_into(loaded, ip_slot, scratch) {
+            Outcome::Ptb => return report(loaded, ip_slot, scratch, seen),
             Outcome::Malformed => return count(counters::MALFORMED),
             // An echo request is a flow too.
             Outcome::NotPtb | Outcome::NotIp | Outcome::FragmentSkipped => {}
@@ -310,16 +315,24 @@ const REFRESH_NS: u64 = 100_000_000;
 /// Remembers the flow of a packet leaving through tc egress.
 #[inline(never)]
 fn record_flow<P: Packet>(pkt: &P, ip: *const Ip) {
-    let mut key = FlowKey::default();
+    // Zeroed as five aligned words: FlowKey (align 2) zeroed itself became a
+    // call to the byte-at-a-time memset subprogram, 40 trips on every
+    // packet leaving (measured on a TCP segment: +127 ns over the no-op
+    // with it, +115 ns without).
+    let mut words = [0u64; 5];
+    // SAFETY: FlowKey is 40 bytes of plain integers (size asserted in
+    // pmtu-common), for which all zeroes is a valid value, and `words` is
+    // 40 bytes aligned to 8, more than FlowKey's 2.
+    let key = unsafe { &mut *words.as_mut_ptr().cast::<FlowKey>() };
     // SAFETY: this CPU's IP_SCRATCH value.
-    let Some(sent) = parse_sent_at(pkt, unsafe { &*ip }, &mut key) else {
+    let Some(sent) = parse_sent_at(pkt, unsafe { &*ip }, key) else {
         return;
     };
     // The coarse clock (jiffies resolution) is plenty for a 120 s timeout
     // and cheaper than the precise one on every egress packet.
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    match FLOWS.get_ptr_mut(&key) {
+    match FLOWS.get_ptr_mut(&*key) {
         Some(state) => {
             // SAFETY: a valid map value; a racing update only blurs the window.
             let state = unsafe { &mut *state };
@@ -336,7 +349,7 @@ fn record_flow<P: Packet>(pkt: &P, ip: *const Ip) {
                 record_seq(&mut state, sent.seq, sent.seq_len, true);
             }
             // LRU: room is made by evicting the oldest flow.
-            if FLOWS.insert(&key, state, 0).is_err() {
+            if FLOWS.insert(&*key, state, 0).is_err() {
                 count(counters::MAP_UPDATE_FAILED);
                 return;
             }

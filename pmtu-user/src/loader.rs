@@ -357,6 +357,13 @@ impl Programs {
     /// `ring_bytes` resizes the event ring (a power-of-two multiple of the
     /// page size).
     pub fn load(role: Role, ring_bytes: Option<u32>) -> anyhow::Result<Self> {
+        Self::load_with(role, ring_bytes, None)
+    }
+
+    /// [`Programs::load`], for tests: the tc programs read at most the
+    /// first `linear_limit` bytes of a frame directly and the rest through
+    /// bpf_skb_load_bytes, as if the skb's linear data ended there.
+    pub fn load_with(role: Role, ring_bytes: Option<u32>, linear_limit: Option<u64>) -> anyhow::Result<Self> {
         require_kernel()?;
         let mut loader = EbpfLoader::new();
         // One object, maps sized per role: a role's programs never touch
@@ -368,6 +375,9 @@ impl Programs {
         }
         if let Some(bytes) = ring_bytes {
             loader.map_max_entries(MAP_EVENTS, bytes);
+        }
+        if let Some(limit) = linear_limit.as_ref() {
+            loader.override_global("PMTU_LINEAR_LIMIT", limit, true);
         }
         let mut ebpf = loader
             .load(EBPF_OBJECT)

@@ -320,6 +320,36 @@ fn corpus_through_both_clamp_programs() {
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// The clamper reads an skb's linear data directly and what lies beyond it
+/// through bpf_skb_load_bytes. BPF_PROG_TEST_RUN only makes linear skbs, so
+/// the end of the linear data is stood for by a limit the programs are
+/// loaded with (`Programs::load_with`): the corpus, split at every offset
+/// where an Ethernet, IP or TCP header field or a TCP option starts, comes
+/// out as it does read all directly.
+#[test]
+fn corpus_across_the_linear_boundary() {
+    if !require_root("corpus_across_the_linear_boundary") {
+        return;
+    }
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for limit in [0u64, 12, 13, 14, 15, 18, 20, 22, 24, 26, 30, 34, 38, 42, 46, 47, 48, 50, 54, 55, 58, 62, 66, 74, 78, 82, 94, 102, 114, 200] {
+        let mut p = Programs::load_with(Role::Clamper, None, Some(limit)).unwrap();
+        p.set_clamp_policy(1, ClampPolicy { mode: MODE_SET_MSS, mss: CLAMP as u32, slot: 0, _pad: 0 }).unwrap();
+        for case in clamp_corpus() {
+            if case.link == Link::Ethernet {
+                let before = failures.len();
+                runs += check_case(&mut p, &case, &mut failures);
+                for f in &mut failures[before..] {
+                    *f = format!("linear limit {limit}: {f}");
+                }
+            }
+        }
+    }
+    assert!(runs >= 3000, "{runs} runs");
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
 /// The MSS option at every offset its value can take (options 0..=36),
 /// after NOPs, both families: the kernel's output is the frame built from
 /// scratch with the lowered MSS, byte for byte (odd offsets included).

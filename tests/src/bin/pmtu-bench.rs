@@ -42,6 +42,27 @@ fn run(quick: bool, out: PathBuf, md: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `pmtu-bench kernel [--quick]`: section 1 alone, as a table on stdout.
+fn kernel_only(quick: bool) -> anyhow::Result<()> {
+    let cost = kernel::measure(&Plan::new(quick))?;
+    println!("{:<28} {:<22} {:>8} {:>8} {:>8} {:>8}", "program", "class", "median", "min", "floor", "above");
+    for r in &cost.rows {
+        println!(
+            "{:<28} {:<22} {:>8.0} {:>8.0} {:>8.0} {:>8.0}",
+            r.program,
+            format!("{}{}", r.class, if r.method == "single" { " (single)" } else { "" }),
+            r.ns.median,
+            r.ns.min,
+            r.floor_ns,
+            r.ns.median - r.floor_ns
+        );
+    }
+    for (name, n) in &cost.verified_insns {
+        println!("verified {name}: {n}");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     if let Err(e) = pmtu_user::lab::remove_labs_on_signal() {
         eprintln!("error: {e:#}");
@@ -79,6 +100,16 @@ fn main() -> ExitCode {
         };
     }
     let quick = args.iter().any(|a| a == "--quick");
+    if args.first().map(String::as_str) == Some("kernel") {
+        // Section 1 only, printed, nothing written: for comparing builds.
+        return match kernel_only(quick) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let value = |flag: &str, default: &str| {
         args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
     };
