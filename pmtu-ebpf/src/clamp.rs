@@ -7,15 +7,15 @@
 //! stacks hand over) only pseudo-header changes touch the check field, and
 //! the device computes the rest over the bytes as they now are.
 
-use core::{cmp::min, ffi::c_void, mem::size_of};
+use core::{cmp::min, ffi::c_void};
 
 use aya_ebpf::{
     bindings::{
         BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS,
-        BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SKIP_NEIGH, bpf_fib_lookup,
+        BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SKIP_NEIGH,
     },
     helpers::generated::{
-        bpf_csum_diff, bpf_csum_update, bpf_fib_lookup as fib_lookup, bpf_l3_csum_replace,
+        bpf_csum_diff, bpf_csum_update, bpf_l3_csum_replace,
         bpf_l4_csum_replace, bpf_skb_change_tail, bpf_skb_store_bytes,
     },
     programs::TcContext,
@@ -31,12 +31,11 @@ use pmtu_common::{
 };
 
 use crate::{
+    fib,
     maps::{CLAMP_POLICY, CLAMP_SCRATCH, IP_SCRATCH, SYN_SCRATCH, count_clamp},
     packet::{OptionsCopy, SkbLoaded, SkbPacket, skb_ifindex, skb_ingress_ifindex},
 };
 
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
 
 struct Failed;
 
@@ -208,34 +207,10 @@ fn pmtu_mss(ctx: &TcContext, syn: &Syn) -> Option<u32> {
 /// have to fragment at (BPF_FIB_LKUP_RET_FRAG_NEEDED, params.mtu_result).
 #[inline(always)]
 fn route_mtu(ctx: &TcContext, family: u8, src: &[u8; 16], dst: &[u8; 16], ifindex: u32, flags: u32) -> Option<u32> {
-    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
-    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    p.family = if family == 4 { AF_INET } else { AF_INET6 };
-    p.l4_protocol = 6;
-    p.__bindgen_anon_1.tot_len = 0xffff;
-    p.ifindex = ifindex;
-    if family == 4 {
-        p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([src[0], src[1], src[2], src[3]]);
-        p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]);
-    } else {
-        let mut s = [0u32; 4];
-        let mut d = [0u32; 4];
-        let mut i = 0;
-        while i < 4 {
-            s[i] = u32::from_ne_bytes([src[4 * i], src[4 * i + 1], src[4 * i + 2], src[4 * i + 3]]);
-            d[i] = u32::from_ne_bytes([dst[4 * i], dst[4 * i + 1], dst[4 * i + 2], dst[4 * i + 3]]);
-            i += 1;
-        }
-        p.__bindgen_anon_3.ipv6_src = s;
-        p.__bindgen_anon_4.ipv6_dst = d;
-    }
-    // SAFETY: `p` is a properly sized bpf_fib_lookup on our stack.
-    let rc = unsafe {
-        fib_lookup(ctx.skb.skb.cast::<c_void>(), &mut p, size_of::<bpf_fib_lookup>() as i32, flags)
-    };
-    match rc as u32 {
+    let a = fib::lookup(ctx.skb.skb.cast::<c_void>(), family, 6, src, dst, ifindex, 0xffff, flags);
+    match a.rc {
         // SAFETY: the kernel wrote mtu_result over tot_len.
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Some(unsafe { p.__bindgen_anon_1.mtu_result } as u32),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Some(unsafe { a.params.__bindgen_anon_1.mtu_result } as u32),
         BPF_FIB_LKUP_RET_SUCCESS => Some(0xffff),
         _ => None,
     }

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod clamp;
+mod fib;
 mod maps;
 mod observe;
 mod packet;

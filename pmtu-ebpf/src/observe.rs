@@ -1,17 +1,16 @@
 //! PTB observer: parse, validate, rate-limit, hand the event to userspace;
 //! and, at egress, remember the flows that leave.
 
-use core::{ffi::c_void, mem::size_of};
+use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH,
         BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
-        bpf_fib_lookup,
     },
     helpers::{
         bpf_ktime_get_ns,
-        generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns},
+        generated::bpf_ktime_get_coarse_ns,
     },
 };
 use pmtu_common::{
@@ -26,9 +25,12 @@ use pmtu_common::{
     },
 };
 
-use crate::maps::{
-    EVENTS, EVENT_SCRATCH, FLOWS, GLOBAL_BUCKET, IP_SCRATCH, LOCAL_ADDRS, OBSERVED, OBSERVER_CONFIG, REPORTER_BUCKETS,
-    count,
+use crate::{
+    fib,
+    maps::{
+        EVENTS, EVENT_SCRATCH, FLOWS, GLOBAL_BUCKET, IP_SCRATCH, LOCAL_ADDRS, OBSERVED, OBSERVER_CONFIG, REPORTER_BUCKETS,
+        count,
+    },
 };
 
 /// Where and how a packet was seen.
@@ -224,32 +226,9 @@ fn classify(seen: &Seen, ev: &mut PtbEvent) {
 /// interface it arrived on: the return code and the interface out.
 #[inline(always)]
 fn route(seen: &Seen, ev: &PtbEvent, flags: u32) -> (u32, u32) {
-    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
-    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    p.family = if ev.family == 4 { 2 } else { 10 };
-    p.l4_protocol = if ev.family == 4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };
-    p.ifindex = seen.ifindex;
-    if ev.family == 4 {
-        let (s, d) = (ev.reporter, ev.to);
-        p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([s[0], s[1], s[2], s[3]]);
-        p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([d[0], d[1], d[2], d[3]]);
-    } else {
-        let mut src = [0u32; 4];
-        let mut dst = [0u32; 4];
-        let mut i = 0;
-        while i < 4 {
-            let (s, d) = (&ev.reporter, &ev.to);
-            src[i] = u32::from_ne_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
-            dst[i] = u32::from_ne_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]]);
-            i += 1;
-        }
-        p.__bindgen_anon_3.ipv6_src = src;
-        p.__bindgen_anon_4.ipv6_dst = dst;
-    }
-    // SAFETY: `p` is a properly sized bpf_fib_lookup on our stack; `ctx` is
-    // the program's own context.
-    let rc = unsafe { fib_lookup(seen.ctx, &mut p, size_of::<bpf_fib_lookup>() as i32, flags) };
-    (rc as u32, p.ifindex)
+    let l4 = if ev.family == 4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };
+    let a = fib::lookup(seen.ctx, ev.family, l4, &ev.reporter, &ev.to, seen.ifindex, 0, flags);
+    (a.rc, a.params.ifindex)
 }
 
 /// Unknown flow, or a TCP sequence number that flow never sent.
