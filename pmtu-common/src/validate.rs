@@ -51,7 +51,6 @@ pub const REASON_NAMES: [(u16, &str); 10] = [
 
 /// Linux's default `net.ipv4.route.min_pmtu` (512 + 20 + 20).
 pub const LINUX_MIN_PMTU_V4: u32 = 552;
-pub const IPV4_MIN_MTU: u32 = 68;
 pub const IPV6_MIN_MTU: u32 = 1280;
 
 /// The checks that need nothing but the message itself.
