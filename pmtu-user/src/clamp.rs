@@ -7,9 +7,10 @@ use pmtu_common::policy::{ClampPolicy, MAX_IFACES, MODE_SET_MSS, MODE_TO_PMTU, c
 use serde::Serialize;
 
 use crate::{
-    iface::{Hooks, Iface, Interfaces, LinkKind, Prepared},
-    loader::{Programs, Role},
+    iface::{Interfaces, Prepared},
+    plan::{IfacePlan, IfaceRule, Plan},
     stop::Stop,
+    supervisor::Supervisor,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,21 +20,21 @@ pub enum ClampMode {
 }
 
 impl ClampMode {
-    fn policy(self, slot: u32) -> ClampPolicy {
+    pub fn policy(self, slot: u32) -> ClampPolicy {
         match self {
             ClampMode::SetMss(mss) => ClampPolicy { mode: MODE_SET_MSS, mss: mss as u32, slot, _pad: 0 },
             ClampMode::ToPmtu => ClampPolicy { mode: MODE_TO_PMTU, mss: 0, slot, _pad: 0 },
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             ClampMode::SetMss(_) => "set-mss",
             ClampMode::ToPmtu => "to-pmtu",
         }
     }
 
-    fn describe(self) -> String {
+    pub fn describe(self) -> String {
         match self {
             ClampMode::SetMss(mss) => format!("to {mss}"),
             ClampMode::ToPmtu => "to the path MTU less 40 (IPv4) / 60 (IPv6)".to_string(),
@@ -121,6 +122,18 @@ impl Slots {
         self.free.pop()
     }
 
+    /// Takes `slot` out of the free list (a previous daemon's interface
+    /// still counts in it); false if it is not free or out of range.
+    pub fn reserve(&mut self, slot: u32) -> bool {
+        match self.free.iter().position(|s| *s == slot) {
+            Some(i) => {
+                self.free.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Returns a slot whose counters are zero again.
     pub fn give(&mut self, slot: u32) {
         self.free.push(slot);
@@ -165,79 +178,16 @@ impl Totals {
     }
 }
 
-/// `pmtu clamp`'s side of attaching: a counter slot and a policy per
-/// interface, and the clamper's programs for its framing.
-struct Clamper {
-    programs: Programs,
-    mode: ClampMode,
-    slots: Slots,
-    /// Slot of each interface being clamped, by ifindex.
-    active: HashMap<u32, u32>,
-    totals: Totals,
-}
-
-/// Links per clamped interface: tc ingress and egress.
-const LINKS_PER_IFACE: u64 = 2;
-
-impl Hooks for Clamper {
-    fn verb(&self) -> &'static str {
-        "clamping"
-    }
-
-    fn room(&self) -> usize {
-        let by_fds = usize::try_from(self.programs.link_room() / LINKS_PER_IFACE).unwrap_or(usize::MAX);
-        self.slots.free().min(by_fds)
-    }
-
-    fn attach(&mut self, iface: &Iface, kind: LinkKind) -> anyhow::Result<Vec<String>> {
-        let Some(slot) = self.slots.take() else {
-            bail!("all {MAX_IFACES} counter slots are in use");
-        };
-        match self.programs.attach_clamper(iface.index, &iface.name, kind, self.mode.policy(slot)) {
-            Ok(shared) => {
-                self.active.insert(iface.index, slot);
-                // A row from the start, so an interface that never saw a
-                // SYN is still in the report.
-                self.totals.add(&iface.name, &[0; NAMES.len()]);
-                let framing = match kind {
-                    LinkKind::Ethernet => "",
-                    LinkKind::L3 => ", L3 device",
-                };
-                let mut said = vec![format!(
-                    "{}: clamping SYN and SYN-ACK MSS {} (tc ingress and egress, TCX, first{framing})",
-                    iface.name,
-                    self.mode.describe()
-                )];
-                said.extend(shared);
-                Ok(said)
-            }
-            Err(e) => {
-                // Nothing counted in it: attach_clamper removed the policy.
-                self.slots.give(slot);
-                Err(e)
-            }
-        }
-    }
-
-    /// Policy out, links closed, then the slot's counters are added to the
-    /// name's totals and zeroed, and the slot is free for the next interface.
-    fn detach(&mut self, index: u32, name: &str) -> anyhow::Result<()> {
-        let policy = self.programs.remove_clamp_policy(index);
-        let links = self.programs.detach_iface(index);
-        if let Some(slot) = self.active.remove(&index) {
-            let counters = self.programs.clamp_counters(slot).with_context(|| format!("reading {name}'s counters"))?;
-            self.totals.add(name, &counters);
-            // A slot that could not be zeroed would hand its counts to the
-            // next interface: keep it out of use instead.
-            self.programs.zero_clamp_counters(slot).with_context(|| format!("zeroing {name}'s counter slot"))?;
-            self.slots.give(slot);
-        }
-        policy.and(links)
-    }
-}
-
 pub async fn run(opts: ClampOptions) -> anyhow::Result<()> {
     let mut stop = Stop::install(opts.duration)?;
+    let plan = Plan {
+        interfaces: opts
+            .ifaces
+            .iter()
+            .map(|selector| IfaceRule { selector: selector.clone(), plan: IfacePlan { trace: None, clamp: Some(opts.mode) } })
+            .collect(),
+        ..Plan::default()
+    };
     let prepared = Prepared::new(&opts.ifaces).await?;
     if prepared.to_attach() > MAX_IFACES as usize {
         bail!(
@@ -245,15 +195,8 @@ pub async fn run(opts: ClampOptions) -> anyhow::Result<()> {
             prepared.to_attach()
         );
     }
-    let programs = Programs::load(Role::Clamper, None)?;
-    let clamper = Clamper {
-        programs,
-        mode: opts.mode,
-        slots: Slots::new(MAX_IFACES),
-        active: HashMap::new(),
-        totals: Totals::default(),
-    };
-    let mut ifaces = Interfaces::start(prepared, clamper)?;
+    let supervisor = Supervisor::load(plan)?;
+    let mut ifaces = Interfaces::start(prepared, supervisor)?;
     eprintln!(
         "pmtu: attached to {} interface(s); {} and prints the counters",
         ifaces.attached(),
@@ -271,11 +214,11 @@ pub async fn run(opts: ClampOptions) -> anyhow::Result<()> {
             () = stop.wait() => break,
         }
     }
-    let (clamper, detached) = ifaces.stop();
+    let (supervisor, detached) = ifaces.stop();
     detached?;
     eprintln!("pmtu: detached");
-    let Clamper { totals, .. } = clamper;
-    print!("{}", render(&totals.names(), opts.mode, &totals.counters(), opts.json)?);
+    let (names, counters) = supervisor.clamp_rows()?;
+    print!("{}", render(&names, opts.mode, &counters, opts.json)?);
     failure.map_or(Ok(()), Err)
 }
 

@@ -8,7 +8,6 @@ use pmtu_common::flow::ObserverConfig;
 use crate::{
     clamp::{ClampMode, ClampOptions},
     loader::IngressHook,
-    table::DEFAULT_MAX_DESTINATIONS,
     trace::TraceOptions,
 };
 
@@ -31,6 +30,83 @@ pub enum Command {
     /// Build the seed lab (h0—r1—r2—h3) in throw-away namespaces, trace
     /// PMTU discovery across it, and compare with the kernel's own cache.
     Demo(DemoArgs),
+    /// Run as a daemon from a config file: pinned state that outlives it,
+    /// a control socket, Prometheus metrics, reload on SIGHUP.
+    #[command(after_help = RUN_AFTER_HELP)]
+    Run(RunArgs),
+    /// Parse and check a config file; attach nothing.
+    CheckConfig(CheckConfigArgs),
+    /// Ask the daemon what is attached where.
+    Status(ClientArgs),
+    /// Ask the daemon for its PMTU table.
+    Table(TableArgs),
+    /// Ask the daemon for its counters.
+    Stats(ClientArgs),
+    /// Ask the daemon for the PTB events it saw (the last 1000), or follow them.
+    Events(EventsArgs),
+    /// Ask the daemon to re-read its config (as SIGHUP does).
+    Reload(ClientArgs),
+    /// Remove everything pmtu pinned and attached (stopping a daemon first).
+    Detach(DetachArgs),
+}
+
+const RUN_AFTER_HELP: &str = "\
+Signals:
+  SIGTERM, SIGINT  stop; what stays attached follows on-exit (\"keep\": pinned, clamping goes on)
+  SIGHUP           re-read the config and apply the difference (as `pmtu reload`)
+  SIGUSR1          print the table on stderr
+
+Exit codes of status/table/stats/events/reload: 3 when no daemon answers.";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The TOML config file (see contrib/pmtu.toml).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    #[arg(value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = crate::plan::DEFAULT_CONTROL_SOCKET)]
+    pub control: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TableArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The kernel's own cached PMTU under each destination.
+    #[arg(long)]
+    pub kernel: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Keep printing events as they come.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// The daemon's pin path.
+    #[arg(long, value_name = "DIR", default_value = crate::plan::DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+    /// The daemon's control socket (a running daemon is stopped first).
+    #[arg(long, value_name = "PATH", default_value = crate::plan::DEFAULT_CONTROL_SOCKET)]
+    pub control: PathBuf,
 }
 
 /// `pmtu trace --help`'s closing words: signals and output.
@@ -100,13 +176,9 @@ pub struct TraceArgs {
     pub ring_kib: Option<u32>,
 }
 
-/// Checked when compiling: no panic is left for run time.
-const DEFAULT_MAX_DESTINATIONS_NZ: NonZeroUsize = match NonZeroUsize::new(DEFAULT_MAX_DESTINATIONS) {
-    Some(n) => n,
-    None => panic!("DEFAULT_MAX_DESTINATIONS must not be zero"),
-};
+use crate::plan::DEFAULT_MAX_DESTINATIONS_NZ;
 
-fn parse_ring_kib(s: &str) -> Result<u32, String> {
+pub fn parse_ring_kib(s: &str) -> Result<u32, String> {
     let kib: u32 = s.parse().map_err(|_| format!("{s:?} is not a number of KiB"))?;
     if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
         return Err(format!("{kib} KiB: the ring must be a power of two from 4 KiB to 1 GiB"));
@@ -161,7 +233,7 @@ pub struct DemoArgs {
 
 /// Whole seconds, at least one: 0 would expire every entry (`--expires`)
 /// or forget every flow (`--flow-timeout`) the moment it is made.
-fn parse_nonzero_secs(s: &str) -> Result<u64, String> {
+pub fn parse_nonzero_secs(s: &str) -> Result<u64, String> {
     let secs: u64 = s.parse().map_err(|_| format!("{s:?} is not a whole number of seconds"))?;
     if secs == 0 {
         return Err("0 would make everything expire at once; give at least 1 second".to_string());
@@ -169,7 +241,7 @@ fn parse_nonzero_secs(s: &str) -> Result<u64, String> {
     Ok(secs)
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
         return Err(format!("{s} is not a positive number of seconds"));
@@ -188,14 +260,7 @@ impl From<TraceArgs> for TraceOptions {
             kernel: a.kernel,
             max_destinations: a.max_destinations,
             accept_unvalidated: a.accept_unvalidated,
-            config: ObserverConfig {
-                flow_timeout_ns: a.flow_timeout.saturating_mul(1_000_000_000),
-                reporter_rate: a.rate_per_reporter,
-                // A burst of two seconds' worth absorbs a traceroute's probes.
-                reporter_burst: a.rate_per_reporter.saturating_mul(2),
-                global_rate: a.rate_global,
-                global_burst: a.rate_global.saturating_mul(2),
-            },
+            config: crate::plan::observer_config(a.flow_timeout, a.rate_per_reporter, a.rate_global),
             ring_bytes: a.ring_kib.map(|k| k * 1024),
         }
     }

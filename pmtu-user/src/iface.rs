@@ -208,6 +208,8 @@ pub enum Action {
     Detach { index: u32, name: String, renamed_to: Option<String> },
     /// Its link type is one pmtu cannot parse: leave it alone.
     Refuse { iface: Iface },
+    /// A new plan no longer selects it (`pmtu reload`).
+    Unselect { index: u32, name: String },
 }
 
 /// Where the tracker stands with one selected interface.
@@ -339,6 +341,40 @@ impl Tracker {
             Some(Entry { name, state: State::Attached(_), .. }) => vec![Action::Detach { index, name, renamed_to: None }],
             _ => Vec::new(),
         }
+    }
+
+    /// A new set of selectors (a reloaded config): interfaces no longer
+    /// selected are let go, newly selected present ones are taken on; the
+    /// rest stay as they are (what is done on them is the plan's business).
+    pub fn reselect(&mut self, selectors: Selectors, present: &[Iface]) -> Vec<Action> {
+        self.selectors = selectors;
+        let dropped: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| self.selectors.selecting(&e.name).is_none())
+            .map(|(index, _)| *index)
+            .collect();
+        let mut actions = Vec::new();
+        for index in dropped {
+            if let Some(Entry { name, state: State::Attached(_), .. }) = self.entries.remove(&index) {
+                actions.push(Action::Unselect { index, name });
+            }
+        }
+        for iface in present {
+            if !self.entries.contains_key(&iface.index) {
+                actions.extend(self.on_new(iface.clone()));
+            }
+        }
+        actions
+    }
+
+    /// Globs that match none of `present`.
+    pub fn unmatched_globs(&self, present: &[Iface]) -> Vec<String> {
+        self.selectors
+            .globs()
+            .filter(|g| !present.iter().any(|i| g.matches(&i.name)))
+            .map(|g| g.as_str().to_string())
+            .collect()
     }
 
     /// After lost events: compares with the full list of interfaces.
@@ -502,6 +538,7 @@ pub struct Prepared {
     watch: LinkWatch,
     tracker: Tracker,
     plan: StartPlan,
+    present: Vec<Iface>,
 }
 
 impl Prepared {
@@ -512,7 +549,18 @@ impl Prepared {
         let watch = LinkWatch::open()?;
         let present = watch.dump().await?;
         let plan = tracker.start(&present)?;
-        Ok(Self { watch, tracker, plan })
+        Ok(Self { watch, tracker, plan, present })
+    }
+
+    /// Fails if a glob matches no interface now: a config file names what
+    /// a router has, and a pattern that matches nothing is a mistake to hear
+    /// of before anything is attached.
+    pub fn require_globs_match(&self, origin: &str) -> anyhow::Result<()> {
+        let unmatched = self.tracker.unmatched_globs(&self.present);
+        if let Some(glob) = unmatched.first() {
+            bail!("{origin}: interface pattern '{glob}' matches no interface (see `ip link`)");
+        }
+        Ok(())
     }
 
     /// How many interfaces the start will attach to.
@@ -532,7 +580,7 @@ impl<H: Hooks> Interfaces<H> {
     /// Attaches to what `prepared` planned, printing what it does. Any
     /// failure here is an error: the command line asked for it.
     pub fn start(prepared: Prepared, hooks: H) -> anyhow::Result<Self> {
-        let Prepared { watch, tracker, plan } = prepared;
+        let Prepared { watch, tracker, plan, .. } = prepared;
         let wanted = plan.actions.iter().filter(|a| matches!(a, Action::Attach { .. })).count();
         if wanted > hooks.room() {
             bail!(
@@ -577,6 +625,20 @@ impl<H: Hooks> Interfaces<H> {
         self.watch.next().await
     }
 
+    /// Takes new selectors (a reloaded config) and acts on the difference.
+    pub async fn reselect(&mut self, selectors: Selectors) -> anyhow::Result<()> {
+        let present = self.watch.dump().await?;
+        let actions = self.tracker.reselect(selectors, &present);
+        self.act(actions);
+        Ok(())
+    }
+
+    /// Lets go of the interfaces without detaching (the daemon's
+    /// `on-exit = "keep"`; its links are pinned).
+    pub fn into_hooks(self) -> H {
+        self.hooks
+    }
+
     /// Acts on one link event, printing what it does. Fails only when link
     /// events can no longer be followed.
     pub async fn apply(&mut self, event: LinkEvent) -> anyhow::Result<()> {
@@ -618,6 +680,13 @@ impl<H: Hooks> Interfaces<H> {
                 }
                 Action::Refuse { iface } => {
                     eprintln!("pmtu: {}; leaving it alone", unsupported(&iface.name, iface.link_type));
+                }
+                Action::Unselect { index, name } => {
+                    eprintln!("pmtu: {name}: no longer selected; detaching");
+                    if let Err(e) = self.hooks.detach(index, &name) {
+                        eprintln!("pmtu: {name}: detaching: {e:#}");
+                    }
+                    detached = true;
                 }
                 Action::Attach { iface, kind, back } => {
                     if back {

@@ -1,11 +1,15 @@
 //! Load, attach and detach: the lifecycle of pmtu's programs.
 //!
 //! Every attachment is a bpf_link (XDP via BPF_LINK_CREATE, tc via TCX on
-//! Linux ≥ 6.6), owned by the [`Ebpf`] inside [`Programs`]. Links detach when
-//! their file descriptor closes, so the kernel cleans up even if pmtu is
-//! killed with SIGKILL; [`Programs::detach_all`] does it explicitly (with
-//! errors reported) on every orderly exit, and `Drop` covers the rest. No
-//! clsact qdisc is ever added, so none can be left behind.
+//! Linux ≥ 6.6), held by [`Programs`] as a descriptor. An unpinned link
+//! detaches when its descriptor closes, so the kernel cleans up even if a
+//! foreground `pmtu trace`/`clamp` is killed with SIGKILL;
+//! [`Programs::detach_all`] does it explicitly (with errors reported) on
+//! every orderly exit, and `Drop` covers the rest. The daemon (`pmtu run`)
+//! pins its maps, programs and links instead (see [`crate::pins`]): they
+//! outlive it, and the next daemon adopts them with BPF_LINK_UPDATE, which
+//! swaps the program under a link atomically (no moment without a clamp).
+//! No clsact qdisc is ever added, so none can be left behind.
 //!
 //! A link whose device is deleted is released by the kernel (the device takes
 //! its TCX and XDP entries with it); the link's file descriptor stays valid
@@ -17,6 +21,7 @@ use std::{
     ffi::CString,
     io,
     os::fd::{AsRawFd as _, FromRawFd as _},
+    path::PathBuf,
 };
 
 use anyhow::{Context as _, anyhow, bail};
@@ -25,8 +30,9 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        tc::{SchedClassifierLinkId, TcAttachOptions},
-        xdp::XdpLinkId,
+        links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+        xdp::XdpLink,
     },
     util::KernelVersion,
 };
@@ -36,7 +42,11 @@ use pmtu_common::{
     policy::{ClampPolicy, counters as clamp_counters},
 };
 
-use crate::{counters::Counters, iface::LinkKind};
+use crate::{
+    counters::Counters,
+    iface::LinkKind,
+    pins::{self, AbiDir},
+};
 
 /// The eBPF object built by build.rs, embedded so `pmtu` is a single file.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pmtu"));
@@ -89,6 +99,9 @@ pub enum Role {
     Observer,
     /// MSS clamper: tc ingress and egress, both framings (`pmtu clamp`).
     Clamper,
+    /// Both, with every map at full size (`pmtu run`, and `trace`/`clamp`
+    /// planned together): a reload may start tracing or clamping anywhere.
+    Daemon,
     /// Everything, no-op floors and the test-only pass program included
     /// (`cargo xtask bench`, the tests).
     Bench,
@@ -107,7 +120,7 @@ impl Role {
                 (MAP_OBSERVED, 1),
                 (MAP_LOCAL_ADDRS, 1),
             ],
-            Role::Bench => &[],
+            Role::Daemon | Role::Bench => &[],
         }
     }
 
@@ -118,6 +131,19 @@ impl Role {
         match self {
             Role::Observer => (&[PROG_XDP], OBSERVER_TC),
             Role::Clamper => (&[], CLAMPER_TC),
+            Role::Daemon => (
+                &[PROG_XDP],
+                &[
+                    PROG_TC_INGRESS,
+                    PROG_TC_EGRESS,
+                    PROG_TC_INGRESS_L3,
+                    PROG_TC_EGRESS_L3,
+                    PROG_CLAMP_INGRESS,
+                    PROG_CLAMP_EGRESS,
+                    PROG_CLAMP_INGRESS_L3,
+                    PROG_CLAMP_EGRESS_L3,
+                ],
+            ),
             Role::Bench => (
                 &[PROG_XDP, PROG_NOOP_XDP],
                 &[
@@ -164,6 +190,15 @@ fn observe_programs(kind: LinkKind) -> (&'static str, &'static str) {
     }
 }
 
+/// What a clamp policy does, for messages.
+fn describe_policy(policy: &ClampPolicy) -> String {
+    if policy.mode == pmtu_common::policy::MODE_SET_MSS {
+        format!("to {}", policy.mss)
+    } else {
+        "to the path MTU less 40 (IPv4) / 60 (IPv6)".to_string()
+    }
+}
+
 /// "ingress" or "egress", for messages.
 pub fn direction(kind: TcAttachType) -> &'static str {
     match kind {
@@ -173,15 +208,66 @@ pub fn direction(kind: TcAttachType) -> &'static str {
     }
 }
 
-enum Link {
-    Xdp(XdpLinkId),
-    Tc(&'static str, SchedClassifierLinkId),
+/// Which of pmtu's jobs a link does, so a reload can stop one and keep the
+/// other on the same interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Job {
+    Trace,
+    Clamp,
+}
+
+/// One attachment: a bpf_link held by its descriptor, and its pin if the
+/// daemon pinned it.
+struct Held {
+    program: &'static str,
+    job: Job,
+    link: FdLink,
+    pin: Option<PathBuf>,
+    /// "TCX" or "XDP driver"/"XDP generic", and whether it was adopted from
+    /// a previous daemon.
+    mechanism: String,
+    adopted: bool,
 }
 
 /// What pmtu attached to one interface.
 struct IfaceLinks {
     name: String,
-    links: Vec<Link>,
+    links: Vec<Held>,
+}
+
+/// One attachment as `pmtu status` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AttachmentInfo {
+    pub program: &'static str,
+    pub job: &'static str,
+    pub mechanism: String,
+    pub adopted: bool,
+    pub pinned: bool,
+}
+
+/// Persistent maps: what a restarted daemon must find as it was (counters,
+/// policies, flows, the ring with what was submitted meanwhile). The
+/// per-CPU scratch maps are private to each program instance.
+const PINNED_MAPS: &[&str] = &[
+    MAP_EVENTS,
+    MAP_COUNTERS,
+    MAP_OBSERVER_CONFIG,
+    "FLOWS",
+    "REPORTER_BUCKETS",
+    "GLOBAL_BUCKET",
+    MAP_OBSERVED,
+    MAP_LOCAL_ADDRS,
+    MAP_CLAMP_POLICY,
+    MAP_CLAMP_COUNTERS,
+];
+
+/// The daemon's pins: its own ABI directory, and others found there (from a
+/// pmtu built from another eBPF object), whose links it takes over.
+pub struct PinState {
+    pub root: pins::PinRoot,
+    pub ours: AbiDir,
+    pub stamp: u64,
+    pub others: Vec<AbiDir>,
 }
 
 /// File descriptors kept free for everything but links (netlink sockets,
@@ -192,6 +278,8 @@ const FD_RESERVE: u64 = 128;
 /// Loaded programs, their maps, and what they are attached to, per ifindex.
 pub struct Programs {
     ebpf: Ebpf,
+    /// Set for the daemon: pin and adopt.
+    pins: Option<PinState>,
     attached: BTreeMap<u32, IfaceLinks>,
     /// Links this process may hold at most (open-file limit less what is
     /// already open, less [`FD_RESERVE`]).
@@ -364,8 +452,37 @@ impl Programs {
     /// first `linear_limit` bytes of a frame directly and the rest through
     /// bpf_skb_load_bytes, as if the skb's linear data ended there.
     pub fn load_with(role: Role, ring_bytes: Option<u32>, linear_limit: Option<u64>) -> anyhow::Result<Self> {
+        Self::load_inner(role, ring_bytes, linear_limit, None)
+    }
+
+    /// [`Programs::load`] for the daemon: maps pinned under (and reused
+    /// from) `pin_path`'s ABI directory for this object, programs pinned
+    /// there, links pinned as they are attached or adopted.
+    pub fn load_pinned(role: Role, ring_bytes: Option<u32>, pin_path: &std::path::Path) -> anyhow::Result<Self> {
+        pins::ensure_bpffs(pin_path)?;
+        let root = pins::PinRoot::new(pin_path);
+        // The ring's size is part of the stamp: a pinned ring of another
+        // size is replaced, not reused.
+        let stamp = pins::stamp(EBPF_OBJECT) ^ u64::from(ring_bytes.unwrap_or(0)).rotate_left(32);
+        let ours = root.abi(stamp);
+        let others = root.abi_dirs()?.into_iter().filter(|d| d.root != ours.root).collect();
+        ours.create()?;
+        Self::load_inner(role, ring_bytes, None, Some(PinState { root, ours, stamp, others }))
+    }
+
+    fn load_inner(
+        role: Role,
+        ring_bytes: Option<u32>,
+        linear_limit: Option<u64>,
+        pins: Option<PinState>,
+    ) -> anyhow::Result<Self> {
         require_kernel()?;
         let mut loader = EbpfLoader::new();
+        if let Some(p) = pins.as_ref() {
+            for map in PINNED_MAPS {
+                loader.map_pin_path(map, p.ours.map(map));
+            }
+        }
         // One object, maps sized per role: a role's programs never touch
         // the other role's maps, so those get the smallest size the kernel
         // allows instead of megabytes of locked memory (the observer's flow
@@ -396,9 +513,82 @@ impl Programs {
                 .with_context(|| format!("the kernel refused program {name}"))
                 .map_err(explain)?;
         }
+        if let Some(p) = pins.as_ref() {
+            // `bpftool prog show pinned DIR/progs/NAME` finds them. A pin
+            // left by the previous daemon names its instance: replace it
+            // (that instance lives on while a link still runs it).
+            for &name in xdp_programs.iter().chain(tc_programs) {
+                let path = p.ours.prog(name);
+                pins::unpin(&path)?;
+                program(&mut ebpf, name)?
+                    .pin(&path)
+                    .with_context(|| format!("pinning program {name} at {}", path.display()))?;
+            }
+        }
         let limit = raise_open_file_limit()?;
         let link_budget = limit.saturating_sub(open_fds()?).saturating_sub(FD_RESERVE);
-        Ok(Self { ebpf, attached: BTreeMap::new(), link_budget, links_held: 0 })
+        Ok(Self { ebpf, pins, attached: BTreeMap::new(), link_budget, links_held: 0 })
+    }
+
+    /// The daemon's pins, if any.
+    pub fn pin_state(&self) -> Option<&PinState> {
+        self.pins.as_ref()
+    }
+
+    /// What is attached to interface `index`, one entry per link.
+    pub fn attachments(&self, index: u32) -> Vec<AttachmentInfo> {
+        self.attached
+            .get(&index)
+            .map(|i| {
+                i.links
+                    .iter()
+                    .map(|h| AttachmentInfo {
+                        program: h.program,
+                        job: match h.job {
+                            Job::Trace => "trace",
+                            Job::Clamp => "clamp",
+                        },
+                        mechanism: h.mechanism.clone(),
+                        adopted: h.adopted,
+                        pinned: h.pin.is_some(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Lets go of every link, leaving the pinned ones attached (the daemon's
+    /// `on-exit = "keep"`); unpinned ones detach as their descriptors close.
+    pub fn keep_pinned(&mut self) {
+        self.attached.clear();
+        self.links_held = 0;
+    }
+
+    /// After start: removes the pins of links no interface adopted (gone, or
+    /// no longer in the plan) and every other ABI directory (its links were
+    /// adopted or are stale). Returns what it did, one line each.
+    pub fn drop_stale_pins(&mut self) -> anyhow::Result<Vec<String>> {
+        let Some(p) = self.pins.as_mut() else { return Ok(Vec::new()) };
+        let mut said = Vec::new();
+        let held: Vec<PathBuf> =
+            self.attached.values().flat_map(|i| i.links.iter().filter_map(|h| h.pin.clone())).collect();
+        for (index, prog, path) in p.ours.list_links()? {
+            if !held.contains(&path) {
+                pins::unpin(&path)?;
+                said.push(format!("removed a stale pinned link: {prog} on ifindex {index} (not in the plan, or gone)"));
+            }
+        }
+        for dir in std::mem::take(&mut p.others) {
+            let removed = pins::remove_abi_dir(&dir)?;
+            said.push(format!(
+                "removed {} (another pmtu build's pins: {} link(s), {} program(s), {} map(s))",
+                dir.root.display(),
+                removed.links.len(),
+                removed.programs,
+                removed.maps
+            ));
+        }
+        Ok(said)
     }
 
     /// The loaded `Ebpf`, e.g. for `TestRun` on its programs.
@@ -432,7 +622,7 @@ impl Programs {
         let result = self
             .try_attach_observer(index, iface, kind, ingress)
             .and_then(|said| self.set_observed(index, true).map(|()| said));
-        self.undo_on_error(index, result)
+        self.undo_on_error(index, Job::Trace, result)
     }
 
     fn try_attach_observer(
@@ -457,22 +647,22 @@ impl Programs {
             },
         };
         if said.is_empty() {
-            self.attach_tc(index, iface, tc_ingress, TcAttachType::Ingress)?;
+            let how = self.attach_tc(index, iface, tc_ingress, TcAttachType::Ingress, Job::Trace)?;
             said.push(match tc_why {
-                Some(why) => format!("{iface}: tc ingress (TCX; {why})"),
-                None => format!("{iface}: tc ingress (TCX)"),
+                Some(why) => format!("{iface}: tc ingress ({how}; {why})"),
+                None => format!("{iface}: tc ingress ({how})"),
             });
             said.extend(self.hook_report(iface, tc_ingress, TcAttachType::Ingress));
         }
-        self.attach_tc(index, iface, tc_egress, TcAttachType::Egress)?;
-        said.push(format!("{iface}: tc egress (TCX)"));
+        let how = self.attach_tc(index, iface, tc_egress, TcAttachType::Egress, Job::Trace)?;
+        said.push(format!("{iface}: tc egress ({how})"));
         said.extend(self.hook_report(iface, tc_egress, TcAttachType::Egress));
         Ok(said)
     }
 
     /// Sets `policy` for interface `index`, named `iface`, and attaches the
     /// clamper to both of its directions, first on each TCX hook. Returns
-    /// the lines saying which other programs share those hooks.
+    /// how, and which other programs share those hooks.
     pub fn attach_clamper(
         &mut self,
         index: u32,
@@ -489,7 +679,7 @@ impl Programs {
                 Err(e) => Err(anyhow!("{err:#}; and removing its clamp policy failed: {e:#}")),
             },
         };
-        self.undo_on_error(index, result)
+        self.undo_on_error(index, Job::Clamp, result)
     }
 
     fn try_attach_clamper(
@@ -504,19 +694,25 @@ impl Programs {
             .with_context(|| format!("writing the clamp policy for {iface}"))?;
         let (ingress, egress) = clamp_programs(kind);
         let mut said = Vec::new();
-        self.attach_tc(index, iface, ingress, TcAttachType::Ingress)?;
+        let how_in = self.attach_tc(index, iface, ingress, TcAttachType::Ingress, Job::Clamp)?;
         said.extend(self.hook_report(iface, ingress, TcAttachType::Ingress));
-        self.attach_tc(index, iface, egress, TcAttachType::Egress)?;
+        let how_out = self.attach_tc(index, iface, egress, TcAttachType::Egress, Job::Clamp)?;
         said.extend(self.hook_report(iface, egress, TcAttachType::Egress));
+        let framing = match kind {
+            LinkKind::Ethernet => "",
+            LinkKind::L3 => ", L3 device",
+        };
+        let how = if how_in == how_out { how_in } else { format!("{how_in} / {how_out}") };
+        said.insert(0, format!("{iface}: clamping SYN and SYN-ACK MSS {} (tc ingress and egress, {how}, first{framing})", describe_policy(&policy)));
         Ok(said)
     }
 
-    /// After a failed attach, detaches whatever part of it succeeded, so an
-    /// interface is either fully served or not at all.
-    fn undo_on_error<T>(&mut self, index: u32, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    /// After a failed attach, detaches whatever part of `job` succeeded, so
+    /// a job on an interface is either fully done or not at all.
+    fn undo_on_error<T>(&mut self, index: u32, job: Job, result: anyhow::Result<T>) -> anyhow::Result<T> {
         match result {
             Ok(v) => Ok(v),
-            Err(err) => match self.detach_iface(index) {
+            Err(err) => match self.detach_job(index, job) {
                 Ok(()) => Err(err),
                 Err(undo) => Err(anyhow!("{err:#}; and undoing the partial attach failed: {undo:#}")),
             },
@@ -529,6 +725,18 @@ impl Programs {
         let mut array: Array<&mut MapData, ObserverConfig> = Array::try_from(map)?;
         array.set(0, config, 0).context("writing the observer configuration")?;
         Ok(())
+    }
+
+    /// Every clamp policy in the map, by ifindex: what a previous daemon left
+    /// (its counter slots hold counts to carry on from).
+    pub fn clamp_policies(&self) -> anyhow::Result<Vec<(u32, ClampPolicy)>> {
+        let map = self.ebpf.map(MAP_CLAMP_POLICY).context("CLAMP_POLICY map missing")?;
+        let policies: HashMap<&MapData, u32, ClampPolicy> = HashMap::try_from(map)?;
+        let mut out = Vec::new();
+        for entry in policies.iter() {
+            out.push(entry.context("reading the clamp policies")?);
+        }
+        Ok(out)
     }
 
     /// Sets the clamp policy for packets on interface `index`.
@@ -615,7 +823,70 @@ impl Programs {
         Ok(())
     }
 
+    /// Takes over a link a previous daemon pinned for `program` on interface
+    /// `index`, if there is one: BPF_LINK_UPDATE swaps this process's
+    /// program in atomically, so the hook is never empty. `Ok(None)`: none
+    /// pinned, or it could not be taken over (its device was deleted while
+    /// no daemon ran): its pin is removed and the caller attaches afresh.
+    fn adopt(&mut self, index: u32, iface: &str, prog_name: &'static str, job: Job) -> anyhow::Result<Option<String>> {
+        let Some(p) = self.pins.as_ref() else { return Ok(None) };
+        let ours = p.ours.link(index, prog_name);
+        let candidates: Vec<PathBuf> =
+            std::iter::once(ours.clone()).chain(p.others.iter().map(|d| d.link(index, prog_name))).collect();
+        for path in candidates {
+            let pinned = match PinnedLink::from_pin(&path) {
+                Ok(l) => l,
+                Err(_) if !path.exists() => continue,
+                Err(e) => return Err(anyhow!(e).context(format!("opening pinned link {}", path.display()))),
+            };
+            let fd = FdLink::from(pinned);
+            let updated = if prog_name == PROG_XDP {
+                let prog: &mut Xdp = program(&mut self.ebpf, prog_name)?.try_into()?;
+                XdpLink::try_from(fd)
+                    .map_err(|e| anyhow!(e))
+                    .and_then(|link| prog.attach_to_link(link).map_err(|e| anyhow!(e)))
+                    .and_then(|id| prog.take_link(id).map_err(|e| anyhow!(e)))
+                    .and_then(|link| FdLink::try_from(link).map_err(|e| anyhow!(e)))
+            } else {
+                let prog = tc_program(&mut self.ebpf, prog_name)?;
+                SchedClassifierLink::try_from(fd)
+                    .map_err(|e| anyhow!(e))
+                    .and_then(|link| prog.attach_to_link(link).map_err(|e| anyhow!(e)))
+                    .and_then(|id| prog.take_link(id).map_err(|e| anyhow!(e)))
+                    .and_then(|link| FdLink::try_from(link).map_err(|e| anyhow!(e)))
+            };
+            let link = match updated {
+                Ok(link) => link,
+                Err(e) => {
+                    // A link whose device went is defunct: updating it fails.
+                    pins::unpin(&path)?;
+                    eprintln!("pmtu: {iface}: the pinned {prog_name} link could not be taken over ({e:#}); attaching afresh");
+                    continue;
+                }
+            };
+            if path != ours {
+                // Another build's link: pin it as ours, then drop the old pin.
+                pins::unpin(&ours)?;
+                link.pin(&ours).with_context(|| format!("pinning {}", ours.display()))?;
+                pins::unpin(&path)?;
+                let link = FdLink::from(PinnedLink::from_pin(&ours).map_err(|e| anyhow!(e))?);
+                self.record(index, iface, Held { program: prog_name, job, link, pin: Some(ours), mechanism: String::new(), adopted: true });
+            } else {
+                self.record(index, iface, Held { program: prog_name, job, link, pin: Some(ours), mechanism: String::new(), adopted: true });
+            }
+            let mechanism = if prog_name == PROG_XDP { "XDP link" } else { "TCX" };
+            if let Some(held) = self.attached.get_mut(&index).and_then(|i| i.links.last_mut()) {
+                held.mechanism = mechanism.to_string();
+            }
+            return Ok(Some(format!("{mechanism}, adopted from the pinned state")));
+        }
+        Ok(None)
+    }
+
     fn attach_xdp(&mut self, index: u32, iface: &str) -> anyhow::Result<String> {
+        if let Some(how) = self.adopt(index, iface, PROG_XDP, Job::Trace)? {
+            return Ok(format!("{iface}: XDP ingress ({how})"));
+        }
         let prog: &mut Xdp = program(&mut self.ebpf, PROG_XDP)?.try_into()?;
         // On veth, any XDP program moves received packets to veth's XDP path,
         // without the GRO/GSO aggregation forwarded traffic otherwise keeps:
@@ -625,8 +896,8 @@ impl Programs {
         } else {
             ""
         };
-        let (id, line) = match prog.attach_to_if_index(index, XdpMode::Driver) {
-            Ok(id) => (id, format!("{iface}: XDP ingress, driver mode{hint}")),
+        let (id, line, mechanism) = match prog.attach_to_if_index(index, XdpMode::Driver) {
+            Ok(id) => (id, format!("{iface}: XDP ingress, driver mode{hint}"), "XDP link, driver mode"),
             Err(driver_err) => {
                 let id = prog.attach_to_if_index(index, XdpMode::Skb).map_err(|skb_err| {
                     explain(anyhow!(skb_err).context(format!(
@@ -636,24 +907,31 @@ impl Programs {
                 (
                     id,
                     format!("{iface}: XDP ingress, generic mode (driver mode refused: {driver_err})"),
+                    "XDP link, generic mode",
                 )
             }
         };
-        self.record(index, iface, Link::Xdp(id));
+        let link = FdLink::try_from(prog.take_link(id)?).context("an XDP attachment that is not a bpf_link")?;
+        self.hold(index, iface, PROG_XDP, Job::Trace, link, mechanism)?;
         Ok(line)
     }
 
     /// Attaches tc program `name` to `iface` at `kind`, in front of every
     /// program already on that TCX hook: one that ends the chain (returns
     /// TC_ACT_OK or TC_ACT_SHOT, as many do) would otherwise keep packets
-    /// from ever reaching pmtu.
+    /// from ever reaching pmtu. A link the previous daemon pinned there is
+    /// taken over instead (it keeps its place). Returns how.
     fn attach_tc(
         &mut self,
         index: u32,
         iface: &str,
         name: &'static str,
         kind: TcAttachType,
-    ) -> anyhow::Result<()> {
+        job: Job,
+    ) -> anyhow::Result<String> {
+        if let Some(how) = self.adopt(index, iface, name, job)? {
+            return Ok(how);
+        }
         let prog = tc_program(&mut self.ebpf, name)?;
         let id = prog
             .attach_with_options(iface, kind, TcAttachOptions::TcxOrder(LinkOrder::first()))
@@ -667,76 +945,124 @@ impl Programs {
                 }
             })
             .with_context(|| format!("attaching {name} to {iface} (tc {})", direction(kind)))?;
-        self.record(index, iface, Link::Tc(name, id));
+        let link = FdLink::try_from(prog.take_link(id)?).context("a tc attachment that is not a bpf_link")?;
+        self.hold(index, iface, name, job, link, "TCX")?;
+        Ok("TCX".to_string())
+    }
+
+    /// Keeps a new link: pinned first when the daemon pins (a failure to pin
+    /// closes it again, which detaches it).
+    fn hold(
+        &mut self,
+        index: u32,
+        iface: &str,
+        program: &'static str,
+        job: Job,
+        link: FdLink,
+        mechanism: &str,
+    ) -> anyhow::Result<()> {
+        let (link, pin) = match self.pins.as_ref() {
+            Some(p) => {
+                let path = p.ours.link(index, program);
+                pins::unpin(&path)?;
+                let pinned = link.pin(&path).with_context(|| format!("pinning {}", path.display()))?;
+                (FdLink::from(pinned), Some(path))
+            }
+            None => (link, None),
+        };
+        self.record(index, iface, Held { program, job, link, pin, mechanism: mechanism.to_string(), adopted: false });
         Ok(())
     }
 
-    fn record(&mut self, index: u32, iface: &str, link: Link) {
+    fn record(&mut self, index: u32, iface: &str, held: Held) {
         self.attached
             .entry(index)
             .or_insert_with(|| IfaceLinks { name: iface.to_string(), links: Vec::new() })
             .links
-            .push(link);
+            .push(held);
         self.links_held += 1;
     }
 
     /// Which other programs share the TCX hook `kind` of `iface` with pmtu's
     /// `name`, in the kernel's order; `None` when pmtu is alone there.
     fn hook_report(&mut self, iface: &str, name: &str, kind: TcAttachType) -> Option<String> {
-        let ours = tc_program(&mut self.ebpf, name).and_then(|p| Ok(p.info()?.id()));
-        let listed = SchedClassifier::query_tcx(iface, kind);
         let dir = direction(kind);
-        let (ours, programs) = match (ours, listed) {
-            (Ok(ours), Ok((_, programs))) => (ours, programs),
-            (Err(e), _) => return Some(format!("{iface}: tc {dir}: cannot tell which programs share this hook ({e:#})")),
-            (_, Err(e)) => return Some(format!("{iface}: tc {dir}: cannot list the programs on this hook ({e})")),
+        let (place, others) = match self.hook_neighbours(iface, name, kind) {
+            Ok(v) => v,
+            Err(e) => return Some(format!("{iface}: tc {dir}: {e:#}")),
         };
-        let others: Vec<String> = programs
-            .iter()
-            .filter(|p| p.id() != ours)
-            .map(|p| format!("{} (id {})", p.name_as_str().filter(|n| !n.is_empty()).unwrap_or("unnamed"), p.id()))
-            .collect();
         if others.is_empty() {
             return None;
         }
-        let place = match programs.iter().position(|p| p.id() == ours) {
+        Some(format!("{iface}: tc {dir}: {place}; also on this hook: {}", others.join(", ")))
+    }
+
+    /// pmtu's place on a TCX hook ("pmtu first", "pmtu number 2 of 3") and
+    /// the other programs there, in the kernel's order.
+    pub fn hook_neighbours(&mut self, iface: &str, name: &str, kind: TcAttachType) -> anyhow::Result<(String, Vec<String>)> {
+        let ours = tc_program(&mut self.ebpf, name)
+            .and_then(|p| Ok(p.info()?.id()))
+            .context("cannot tell which programs share this hook")?;
+        // A link adopted from a previous daemon may run its program
+        // instance (same name) until updated: pmtu's by name too.
+        let (_, programs) = SchedClassifier::query_tcx(iface, kind).context("cannot list the programs on this hook")?;
+        let is_ours = |p: &aya::programs::ProgramInfo| {
+            p.id() == ours || p.name_as_str().is_some_and(|n| !n.is_empty() && name.starts_with(n))
+        };
+        // pmtu's other job on this interface (the clamper before the
+        // observer) is not "another program".
+        let is_pmtu = |p: &aya::programs::ProgramInfo| p.name_as_str().is_some_and(|n| n.starts_with("pmtu_"));
+        let others: Vec<String> = programs
+            .iter()
+            .filter(|p| !is_ours(p) && !(is_pmtu(p) && p.name_as_str() != Some("pmtu_pass_tc")))
+            .map(|p| format!("{} (id {})", p.name_as_str().filter(|n| !n.is_empty()).unwrap_or("unnamed"), p.id()))
+            .collect();
+        let place = match programs.iter().position(is_ours) {
             Some(0) => "pmtu first".to_string(),
             // Another program asked for the front after pmtu did.
             Some(n) => format!("pmtu number {} of {}", n + 1, programs.len()),
             None => "pmtu not listed".to_string(),
         };
-        Some(format!("{iface}: tc {dir}: {place}; also on this hook: {}", others.join(", ")))
+        Ok((place, others))
     }
 
     /// Detaches everything pmtu attached to interface `index`. A device
     /// that is gone took its hooks with it: closing the links is then all
     /// there is to do, and cannot fail.
     pub fn detach_iface(&mut self, index: u32) -> anyhow::Result<()> {
-        let Some(IfaceLinks { name, links }) = self.attached.remove(&index) else {
-            return Ok(());
-        };
-        // An observer forgets the interface (no-op for a clamper's maps).
-        let mut first_err = self.set_observed(index, false).err();
-        for link in links.into_iter().rev() {
-            self.links_held = self.links_held.saturating_sub(1);
-            if let Err(e) = self.detach_link(link)
-                && first_err.is_none()
-            {
-                first_err = Some(e.context(format!("detaching from {name}")));
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        let trace = self.detach_job(index, Job::Trace);
+        let clamp = self.detach_job(index, Job::Clamp);
+        trace.and(clamp)
     }
 
-    fn detach_link(&mut self, link: Link) -> anyhow::Result<()> {
-        match link {
-            Link::Xdp(id) => {
-                let prog: &mut Xdp = program(&mut self.ebpf, PROG_XDP)?.try_into()?;
-                prog.detach(id)?;
-            }
-            Link::Tc(name, id) => tc_program(&mut self.ebpf, name)?.detach(id)?,
+    /// Detaches `job`'s links from interface `index` (pins removed first,
+    /// then the descriptor closed: that detaches the link).
+    pub fn detach_job(&mut self, index: u32, job: Job) -> anyhow::Result<()> {
+        let Some(entry) = self.attached.get_mut(&index) else {
+            return Ok(());
+        };
+        let name = entry.name.clone();
+        let (gone, kept): (Vec<Held>, Vec<Held>) = std::mem::take(&mut entry.links).into_iter().partition(|h| h.job == job);
+        entry.links = kept;
+        if entry.links.is_empty() {
+            self.attached.remove(&index);
         }
-        Ok(())
+        // An observer forgets the interface (no-op for a clamper's maps).
+        let mut first_err = match job {
+            Job::Trace => self.set_observed(index, false).err(),
+            Job::Clamp => None,
+        };
+        for held in gone.into_iter().rev() {
+            self.links_held = self.links_held.saturating_sub(1);
+            if let Some(pin) = &held.pin
+                && let Err(e) = pins::unpin(pin)
+                && first_err.is_none()
+            {
+                first_err = Some(e.context(format!("detaching {} from {name}", held.program)));
+            }
+            drop(held.link);
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Detaches everything; reports the first failure after trying them all.
@@ -751,6 +1077,28 @@ impl Programs {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// How many entries the observer's FLOWS or REPORTER_BUCKETS map
+    /// holds now (the occupancy gauges), counted by walking its keys.
+    pub fn map_entries(&self, name: &str) -> anyhow::Result<u64> {
+        fn count<K: aya::Pod, V: aya::Pod>(map: &aya::maps::Map) -> anyhow::Result<u64> {
+            let m: HashMap<&MapData, K, V> = HashMap::try_from(map)?;
+            let mut n = 0;
+            for key in m.keys() {
+                key?;
+                n += 1;
+            }
+            Ok(n)
+        }
+        const BUCKET: usize = std::mem::size_of::<pmtu_common::ratelimit::Bucket>();
+        let map = self.ebpf.map(name).with_context(|| format!("{name} map missing"))?;
+        match name {
+            "FLOWS" => count::<pmtu_common::flow::FlowKey, pmtu_common::flow::FlowState>(map),
+            "REPORTER_BUCKETS" => count::<[u8; 16], [u8; BUCKET]>(map),
+            _ => bail!("no occupancy for map {name}"),
+        }
+        .with_context(|| format!("walking {name}"))
     }
 
     /// Takes the event ring out of the object (once).

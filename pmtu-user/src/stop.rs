@@ -17,6 +17,8 @@ pub enum Wake {
     Stop(&'static str),
     /// SIGUSR1: print the table and carry on.
     PrintTable,
+    /// SIGHUP, for the daemon (`pmtu run`): re-read the config.
+    Reload,
 }
 
 /// SIGUSR1 and SIGHUP, for commands that handle them.
@@ -30,6 +32,8 @@ pub struct Stop {
     sigint: Signal,
     table: Option<TableSignals>,
     deadline: Option<Instant>,
+    /// SIGHUP reloads instead of being ignored.
+    reload: bool,
 }
 
 pub const SIGHUP_NOTE: &str = "pmtu: SIGHUP ignored (reserved for reloading); SIGINT or SIGTERM stops, SIGUSR1 prints the table";
@@ -43,6 +47,7 @@ impl Stop {
             sigint: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             table: None,
             deadline: duration.map(|d| Instant::now() + d),
+            reload: false,
         })
     }
 
@@ -58,8 +63,17 @@ impl Stop {
         Ok(self)
     }
 
+    /// SIGHUP returns [`Wake::Reload`] (the daemon) instead of a note.
+    pub fn with_reload(mut self) -> anyhow::Result<Self> {
+        if self.table.is_none() {
+            self = self.with_table_signals()?;
+        }
+        self.reload = true;
+        Ok(self)
+    }
+
     /// The next reason to act. SIGHUP is answered here with a note and
-    /// never returned. Cancel-safe: use it in `select!`.
+    /// never returned, unless reloading. Cancel-safe: use it in `select!`.
     pub async fn next(&mut self) -> Wake {
         loop {
             let at = self.deadline;
@@ -90,7 +104,12 @@ impl Stop {
                 _ = self.sigint.recv() => return Wake::Stop("SIGINT"),
                 () = deadline => return Wake::Stop("--duration"),
                 _ = usr1 => return Wake::PrintTable,
-                _ = hup => eprintln!("{SIGHUP_NOTE}"),
+                _ = hup => {
+                    if self.reload {
+                        return Wake::Reload;
+                    }
+                    eprintln!("{SIGHUP_NOTE}");
+                }
             }
         }
     }
@@ -98,7 +117,7 @@ impl Stop {
     /// Resolves when it is time to stop; SIGUSR1, if handled, is dropped.
     /// Cancel-safe: use it in `select!`.
     pub async fn wait(&mut self) {
-        while let Wake::PrintTable = self.next().await {}
+        while let Wake::PrintTable | Wake::Reload = self.next().await {}
     }
 
     /// What to tell the user about stopping.

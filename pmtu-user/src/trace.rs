@@ -18,12 +18,14 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     clock::{WallClock, monotonic_ns},
-    decode::decode,
-    iface::{Hooks, Iface, Interfaces, LinkKind, Prepared},
+    decode::{Ptb, decode},
+    iface::{Interfaces, Prepared},
     kernel_cache::{self, KernelCache, Sysctls},
-    loader::{IngressHook, Programs, Role, ifname},
+    loader::{IngressHook, ifname},
+    plan::{IfacePlan, IfaceRule, Plan, TableSettings},
     render::{self, Shown, Totals},
     stop::{Stop, Wake},
+    supervisor::Supervisor,
     table::Table,
 };
 
@@ -51,31 +53,45 @@ pub struct TraceOptions {
 /// minute's wait at exit).
 const KERNEL_BUDGET: Duration = Duration::from_secs(10);
 
-/// Drains the ring into the table and prints each event.
-struct Consumer {
-    table: Table,
-    clock: WallClock,
-    json: bool,
-    delivered: u64,
-    decode_errors: u64,
+/// Drains the ring into the table, handing each event to a sink (`pmtu
+/// trace` prints it; the daemon counts, captures and forwards it).
+pub(crate) struct Consumer {
+    pub(crate) table: Table,
+    pub(crate) clock: WallClock,
+    pub(crate) delivered: u64,
+    pub(crate) decode_errors: u64,
 }
 
 /// The interface's name, or `ifN` for one pmtu is not attached to and
 /// that is gone.
-fn name_of(index: u32, names: &HashMap<u32, String>) -> String {
+pub(crate) fn name_of(index: u32, names: &HashMap<u32, String>) -> String {
     match names.get(&index) {
         Some(name) => name.clone(),
         None => ifname(index).unwrap_or_else(|| render::unnamed(index)),
     }
 }
 
+/// One decoded event with the names of its interfaces.
+pub(crate) struct Seen<'a> {
+    pub(crate) ptb: &'a Ptb,
+    pub(crate) ifname: &'a str,
+    pub(crate) out_ifname: Option<&'a str>,
+}
+
 impl Consumer {
-    /// Reads every record available now. Fails only if stdout does.
+    pub(crate) fn new(table: Table) -> Self {
+        Self { table, clock: WallClock::now(), delivered: 0, decode_errors: 0 }
+    }
+
+    /// Reads every record available now. Fails only if the sink does.
     /// `names` has every interface the observer is attached to: events
     /// come from those (a transit event's way out may be another).
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, names: &HashMap<u32, String>) -> io::Result<()> {
-        let stdout = io::stdout();
-        let mut out = stdout.lock();
+    pub(crate) fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        names: &HashMap<u32, String>,
+        sink: &mut dyn FnMut(&Seen<'_>, &WallClock) -> io::Result<()>,
+    ) -> io::Result<()> {
         while let Some(record) = ring.next() {
             let ptb = match decode(&record) {
                 Ok(ptb) => ptb,
@@ -89,54 +105,28 @@ impl Consumer {
             self.delivered += 1;
             let name = name_of(ptb.ifindex, names);
             let out_name = ptb.out_ifindex.map(|i| name_of(i, names));
-            let line = if self.json {
-                render::event_json_with(&ptb, &name, out_name.as_deref(), &self.clock)
-            } else {
-                render::event_text_with(&ptb, &name, out_name.as_deref(), &self.clock)
-            };
-            writeln!(out, "{line}")?;
+            sink(&Seen { ptb: &ptb, ifname: &name, out_ifname: out_name.as_deref() }, &self.clock)?;
             self.table.record(&ptb);
         }
+        Ok(())
+    }
+}
+
+/// One event as `pmtu trace` prints it (text or one JSON object).
+pub(crate) fn event_line(seen: &Seen<'_>, clock: &WallClock, json: bool) -> String {
+    if json {
+        render::event_json_with(seen.ptb, seen.ifname, seen.out_ifname, clock)
+    } else {
+        render::event_text_with(seen.ptb, seen.ifname, seen.out_ifname, clock)
+    }
+}
+
+/// A sink printing each event on `out`.
+fn print_events(json: bool) -> impl FnMut(&Seen<'_>, &WallClock) -> io::Result<()> {
+    move |seen, clock| {
+        let mut out = io::stdout().lock();
+        writeln!(out, "{}", event_line(seen, clock, json))?;
         out.flush()
-    }
-}
-
-/// `pmtu trace`'s side of attaching: the observer's programs for the
-/// interface's framing, and its name for the events it reports.
-struct Tracer {
-    programs: Programs,
-    hook: IngressHook,
-    names: HashMap<u32, String>,
-}
-
-/// Links per traced interface at most: XDP or tc ingress, tc egress, and
-/// one spare for the tc fallback when XDP fails.
-const LINKS_PER_IFACE: u64 = 3;
-
-impl Hooks for Tracer {
-    fn verb(&self) -> &'static str {
-        "tracing"
-    }
-
-    fn room(&self) -> usize {
-        usize::try_from(self.programs.link_room() / LINKS_PER_IFACE).unwrap_or(usize::MAX)
-    }
-
-    /// Attaches, and marks the interface observed (OBSERVED): a PTB
-    /// forwarded from it was reported where it came in, so tc egress only
-    /// counts it. `attach_observer` marks it once attached (a PTB in the
-    /// gap is reported twice rather than not at all).
-    fn attach(&mut self, iface: &Iface, kind: LinkKind) -> anyhow::Result<Vec<String>> {
-        let said = self.programs.attach_observer(iface.index, &iface.name, kind, self.hook)?;
-        self.names.insert(iface.index, iface.name.clone());
-        Ok(said)
-    }
-
-    /// Detaches; `detach_iface` unmarks it (OBSERVED) first, so forwarded
-    /// PTBs from it are reported at egress again rather than lost.
-    fn detach(&mut self, index: u32, _name: &str) -> anyhow::Result<()> {
-        self.names.remove(&index);
-        self.programs.detach_iface(index)
     }
 }
 
@@ -150,20 +140,32 @@ fn output_failure(err: io::Error) -> Option<anyhow::Error> {
     }
 }
 
+/// Why the table is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Moment {
+    /// At exit.
+    Final,
+    /// On SIGUSR1, while tracing on.
+    Signal,
+    /// Asked for over the control socket (`pmtu table`).
+    Asked,
+}
+
 /// What to report about the table now.
-struct Report<'a> {
-    consumer: &'a mut Consumer,
-    kernel_cache: &'a mut Option<KernelCache>,
-    sysctls: Sysctls,
-    started_ns: u64,
-    with_kernel: bool,
-    json: bool,
+pub(crate) struct Report<'a> {
+    pub(crate) consumer: &'a mut Consumer,
+    pub(crate) kernel_cache: &'a mut Option<KernelCache>,
+    pub(crate) sysctls: Sysctls,
+    pub(crate) started_ns: u64,
+    pub(crate) with_kernel: bool,
+    pub(crate) json: bool,
 }
 
 impl Report<'_> {
     /// The table (and the kernel's cache beside it when asked) as text or
     /// one JSON line.
-    async fn render(self, counters: crate::counters::Counters, is_final: bool) -> String {
+    pub(crate) async fn render(self, counters: crate::counters::Counters, moment: Moment) -> String {
+        let is_final = moment == Moment::Final;
         let now = monotonic_ns();
         let rows = self.consumer.table.rows(now);
         let totals = Totals {
@@ -199,8 +201,10 @@ impl Report<'_> {
         let shown: Vec<Shown> = rows.into_iter().zip(kernel).map(|(row, kernel)| Shown { row, kernel }).collect();
         if self.json {
             format!("{}\n", render::table_json(&shown, &totals, &self.consumer.clock, is_final))
-        } else if is_final {
+        } else if moment == Moment::Final {
             format!("\n{}", render::table_text(&shown, &totals, self.with_kernel))
+        } else if moment == Moment::Asked {
+            render::table_text(&shown, &totals, self.with_kernel)
         } else {
             format!("\n--- table at {} (SIGUSR1) ---\n{}", self.consumer.clock.rfc3339(now), render::table_text(&shown, &totals, self.with_kernel))
         }
@@ -213,9 +217,35 @@ fn print(text: &str) -> io::Result<()> {
     out.flush()
 }
 
+impl TraceOptions {
+    /// What these flags ask for, in the shape the config file gives too.
+    pub fn plan(&self) -> Plan {
+        Plan {
+            interfaces: self
+                .ifaces
+                .iter()
+                .map(|selector| IfaceRule {
+                    selector: selector.clone(),
+                    plan: IfacePlan { trace: Some(self.hook), clamp: None },
+                })
+                .collect(),
+            table: TableSettings {
+                expires_secs: self.expires_secs,
+                max_destinations: self.max_destinations,
+                accept_unvalidated: self.accept_unvalidated,
+            },
+            observer: self.config,
+            ring_bytes: self.ring_bytes,
+            pcap: None,
+            daemon: None,
+        }
+    }
+}
+
 pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let mut stop = Stop::install(opts.duration)?.with_table_signals()?;
-    let prepared = Prepared::new(&opts.ifaces).await?;
+    let plan = opts.plan();
+    let prepared = Prepared::new(&plan.selectors()).await?;
     if opts.accept_unvalidated {
         eprintln!(
             "pmtu: WARNING: --accept-unvalidated: Packet-Too-Big messages that fail validation \
@@ -229,16 +259,14 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         eprintln!("pmtu: {note}");
     }
     let rules = sysctls.rules(opts.expires_secs);
-    let mut observer = Programs::load(Role::Observer, opts.ring_bytes)?;
-    observer.set_observer_config(opts.config)?;
+    let mut supervisor = Supervisor::load(plan)?;
     // This host's addresses, so the kernel can tell received PTBs from
     // transit and not-for-us ones; kept up to date while tracing.
-    let local_addrs = crate::local_addrs::start(observer.take_local_addrs()?)
+    let local_addrs = crate::local_addrs::start(supervisor.programs.take_local_addrs()?)
         .await
         .context("following this host's addresses")?;
-    let ring = observer.take_events()?;
-    let tracer = Tracer { programs: observer, hook: opts.hook, names: HashMap::new() };
-    let mut ifaces = Interfaces::start(prepared, tracer)?;
+    let ring = supervisor.programs.take_events()?;
+    let mut ifaces = Interfaces::start(prepared, supervisor)?;
     let started_ns = monotonic_ns();
     eprintln!(
         "pmtu: attached to {} interface(s); {} and prints the table (SIGUSR1 prints it and carries on)",
@@ -249,13 +277,8 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open and unchanged for
     // as long as the AsyncFd holds it.
     let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the event ring")?;
-    let mut consumer = Consumer {
-        table: Table::with_rules(opts.max_destinations, rules, opts.accept_unvalidated),
-        clock: WallClock::now(),
-        json: opts.json,
-        delivered: 0,
-        decode_errors: 0,
-    };
+    let mut consumer = Consumer::new(Table::with_rules(opts.max_destinations, rules, opts.accept_unvalidated));
+    let mut sink = print_events(opts.json);
     let mut kernel_cache = None;
     // Why the loop ended early: stdout failed, or link events could not be
     // followed.
@@ -265,7 +288,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the event ring")?;
-                if let Err(e) = consumer.drain(guard.get_inner_mut(), &ifaces.hooks.names) {
+                if let Err(e) = consumer.drain(guard.get_inner_mut(), &ifaces.hooks.names, &mut sink) {
                     stdout_err = Some(e);
                     break;
                 }
@@ -274,7 +297,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
             event = ifaces.next_event() => {
                 // What the ring holds came from interfaces as they were:
                 // print it under their names before a detach forgets them.
-                if let Err(e) = consumer.drain(ring.get_mut(), &ifaces.hooks.names) {
+                if let Err(e) = consumer.drain(ring.get_mut(), &ifaces.hooks.names, &mut sink) {
                     stdout_err = Some(e);
                     break;
                 }
@@ -284,9 +307,9 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
                 }
             }
             wake = stop.next() => match wake {
-                Wake::Stop(_) => break,
+                Wake::Stop(_) | Wake::Reload => break,
                 Wake::PrintTable => {
-                    if let Err(e) = consumer.drain(ring.get_mut(), &ifaces.hooks.names) {
+                    if let Err(e) = consumer.drain(ring.get_mut(), &ifaces.hooks.names, &mut sink) {
                         stdout_err = Some(e);
                         break;
                     }
@@ -302,7 +325,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
                         with_kernel: opts.kernel,
                         json: opts.json,
                     };
-                    let text = report.render(counters, false).await;
+                    let text = report.render(counters, Moment::Signal).await;
                     if let Err(e) = print(&text) {
                         stdout_err = Some(e);
                         break;
@@ -314,12 +337,12 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
 
     local_addrs.abort();
     let names = ifaces.hooks.names.clone();
-    let (tracer, detached) = ifaces.stop();
+    let (supervisor, detached) = ifaces.stop();
     detached?;
     eprintln!("pmtu: detached");
     // Whatever the programs submitted before they were detached.
     if stdout_err.is_none()
-        && let Err(e) = consumer.drain(ring.get_mut(), &names)
+        && let Err(e) = consumer.drain(ring.get_mut(), &names, &mut sink)
     {
         stdout_err = Some(e);
     }
@@ -332,7 +355,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         };
     }
 
-    let counters = tracer.programs.counters()?;
+    let counters = supervisor.programs.counters()?;
     let report = Report {
         consumer: &mut consumer,
         kernel_cache: &mut kernel_cache,
@@ -341,7 +364,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         with_kernel: opts.kernel,
         json: opts.json,
     };
-    let text = report.render(counters, true).await;
+    let text = report.render(counters, Moment::Final).await;
     if let Err(e) = print(&text)
         && let Some(err) = output_failure(e)
     {

@@ -53,5 +53,15 @@ fn main() {
     ] {
         write("cli_args", name, line.as_bytes());
     }
+    write("config_file", "example", include_bytes!("../../contrib/pmtu.toml"));
+    for (name, text) in [
+        ("minimal", "[[interface]]\nname = \"eth0\"\nclamp = \"to-pmtu\"\n"),
+        ("set-mss", "on-exit = \"detach\"\n[[interface]]\nname = \"ppp*\"\nclamp = \"set-mss\"\nmss = 1400\ntrace = true\nhook = \"xdp\"\n"),
+        ("unknown key", "[[interface]]\nname = \"eth0\"\nclampp = 1\n"),
+        ("bad value", "ring-kib = 100\n[[interface]]\nname = \"eth0\"\nclamp = \"to-pmtu\"\n"),
+        ("garbage", "[[interface\nname = = \"\n"),
+    ] {
+        write("config_file", name, text.as_bytes());
+    }
     println!("seed corpus written under fuzz/corpus/");
 }

@@ -63,7 +63,8 @@ pub fn cli_args(data: &[u8]) {
             pmtu_user::cli::Command::Clamp(c) => {
                 let _: pmtu_user::clamp::ClampOptions = c.into();
             }
-            pmtu_user::cli::Command::Demo(_) => {}
+            // The daemon's and the client commands hold paths only.
+            _ => {}
         }
     }
 }
@@ -102,7 +103,18 @@ pub fn table_ops(data: &[u8]) {
 /// A fuzz target's name and body.
 pub type Target = (&'static str, fn(&[u8]));
 
-pub const TARGETS: [Target; 5] = [
+/// A config file, whatever it holds: a Plan or an error naming a line,
+/// never a panic.
+pub fn config_file(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match pmtu_user::config::parse(&text, std::path::Path::new("fuzz.toml")) {
+        Ok(plan) => assert!(!plan.interfaces.is_empty(), "a config with no interface was accepted"),
+        Err(e) => assert!(e.to_string().starts_with("fuzz.toml"), "an error that does not name the file: {e}"),
+    }
+}
+
+pub const TARGETS: [Target; 6] = [
+    ("config_file", config_file),
     ("parse_frame", parse_frame),
     ("ring_record", ring_record),
     ("cli_args", cli_args),

@@ -21,6 +21,12 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("iptables", "iptables"),
     ("ethtool", "ethtool"),
     ("scapy", "python3-scapy"),
+    // `pmtu run --metrics`: the exposition is checked with `promtool check metrics`.
+    ("promtool", "prometheus"),
+    // `pmtu detach` leaves no program loaded: checked with bpftool.
+    ("bpftool", "bpftool"),
+    // The daemon's pcap is read back with tshark.
+    ("tshark", "tshark"),
 ];
 
 /// What the bench needs beyond the tests' packages.

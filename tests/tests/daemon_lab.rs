@@ -1,0 +1,423 @@
+//! `pmtu run` on the black-hole lab's router r1, as an operator runs it:
+//! up from a config, asked over its control socket and /metrics, killed
+//! with SIGKILL (the pinned clamp goes on), restarted (it adopts the pins;
+//! counters carry on), reloaded with SIGHUP (a new MSS on the wire while a
+//! transfer runs), and removed with `pmtu detach` (nothing left). And the
+//! config errors an operator makes, each refused before anything is
+//! attached.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use aya::programs::{SchedClassifier, TcAttachType};
+use pmtu_tests::{
+    procs::{Finished, Proc, pmtu_in, start_capture_with},
+    require_root,
+    residue::{assert_clean, residue},
+};
+use pmtu_user::lab::{BlackHoleLab, Netns};
+use serde_json::Value;
+
+const MB2: usize = 2 * 1024 * 1024;
+const GO: Duration = Duration::from_secs(20);
+const EXIT: Duration = Duration::from_secs(20);
+const UP: Duration = Duration::from_secs(60);
+const METRICS_PORT: u16 = 9721;
+
+/// A private BPF filesystem and a scratch directory for one test: the
+/// daemon's pins, control socket, config and pcap. Removed on drop (after
+/// `pmtu detach`, in case the test failed half way).
+struct Scratch {
+    dir: PathBuf,
+    bpffs: PathBuf,
+}
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("pmtu-{tag}-{}-{}", std::process::id(), pmtu_user::lab::unique_prefix()));
+        let bpffs = dir.join("bpffs");
+        std::fs::create_dir_all(&bpffs).unwrap();
+        // A bpffs of its own (a mount in the root mount namespace, visible
+        // inside `ip netns exec`, which remounts only /sys): the host's
+        // /sys/fs/bpf is never touched.
+        let ok = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs).status().unwrap().success();
+        assert!(ok, "mounting a bpffs on {}", bpffs.display());
+        Self { dir, bpffs }
+    }
+
+    fn pins(&self) -> PathBuf {
+        self.bpffs.join("pmtu")
+    }
+
+    fn control(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("pmtu.toml")
+    }
+
+    fn pcap(&self) -> PathBuf {
+        self.dir.join("ptb.pcap")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let bin = pmtu_tests::pmtu_bin();
+        let detached = Command::new(&bin)
+            .arg("detach")
+            .arg("--pin-path")
+            .arg(self.pins())
+            .arg("--control")
+            .arg(self.control())
+            .output();
+        if let Err(e) = detached {
+            eprintln!("pmtu detach: {e}");
+        }
+        let umount = Command::new("umount").arg(&self.bpffs).status();
+        if !umount.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!("umount {}: {umount:?}", self.bpffs.display());
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("removing {}: {e}", self.dir.display());
+        }
+    }
+}
+
+fn write_config(s: &Scratch, mss: u16, extra: &str) {
+    let text = format!(
+        r#"# written by tests/tests/daemon_lab.rs
+metrics = "127.0.0.1:{METRICS_PORT}"
+control-socket = "{control}"
+pin-path = "{pins}"
+on-exit = "keep"
+{extra}
+
+[[interface]]
+name = "{c0}"
+trace = true
+clamp = "set-mss"
+mss = {mss}
+
+[[interface]]
+name = "to-r*"
+clamp = "set-mss"
+mss = {mss}
+"#,
+        control = s.control().display(),
+        pins = s.pins().display(),
+        c0 = BlackHoleLab::R1_IF_C0,
+    );
+    std::fs::write(s.config(), text).unwrap();
+}
+
+fn start_daemon(lab: &BlackHoleLab, s: &Scratch) -> Proc {
+    let cfg = s.config().display().to_string();
+    let mut p = Proc::spawn(pmtu_in(&lab.r1, &pmtu_tests::pmtu_bin(), &["run", "--config", &cfg]), "pmtu run");
+    p.wait_for_stderr("pmtu: serving 2 interface(s)", UP);
+    p
+}
+
+/// `pmtu ARGS --control SOCKET` from the root namespace (the socket is a
+/// file: the client needs no namespace).
+fn client(s: &Scratch, args: &[&str]) -> std::process::Output {
+    Command::new(pmtu_tests::pmtu_bin()).args(args).arg("--control").arg(s.control()).output().unwrap()
+}
+
+fn client_json(s: &Scratch, args: &[&str]) -> Value {
+    let out = client(s, args);
+    assert!(out.status.success(), "pmtu {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(text.lines().last().expect("one JSON line")).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The first SYN's MSS as s3 receives it, and whether the transfer completed.
+fn transfer_with_capture(lab: &BlackHoleLab, port: u16) -> (Option<u16>, bool) {
+    let at_server = start_capture_with(&lab.s3, BlackHoleLab::S3_IF, &["-vv"], &format!("tcp port {port}"));
+    let t = lab.transfer(BlackHoleLab::SERVER_V4, port, MB2, GO).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let cap = at_server.stop(libc::SIGTERM, EXIT);
+    (syn_mss(&cap), t.completed())
+}
+
+fn syn_mss(capture: &Finished) -> Option<u16> {
+    capture
+        .stdout
+        .iter()
+        .find(|l| l.contains("Flags [S]"))
+        .and_then(|l| l.split("mss ").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+}
+
+/// GET /metrics from inside r1 (the listener is on r1's loopback).
+fn scrape(lab: &BlackHoleLab) -> String {
+    lab.r1
+        .enter(|| {
+            let mut conn = TcpStream::connect(("127.0.0.1", METRICS_PORT)).expect("connect to /metrics");
+            conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: r1\r\nConnection: close\r\n\r\n").unwrap();
+            let mut text = String::new();
+            conn.read_to_string(&mut text).unwrap();
+            text
+        })
+        .unwrap()
+}
+
+/// A sample's value: `name{labels} value`, labels given as they print.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn clamp_counter(stats: &Value, iface: &str, counter: &str) -> u64 {
+    stats["clamp"]["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["ifname"] == iface)
+        .unwrap_or_else(|| panic!("{iface} in {stats}"))["counters"][counter]
+        .as_u64()
+        .unwrap()
+}
+
+/// IDs of the TCX programs on `iface` in `ns`.
+fn tcx_ids(ns: &Netns, iface: &str) -> Vec<u32> {
+    ns.enter(|| {
+        let mut ids = Vec::new();
+        for kind in [TcAttachType::Ingress, TcAttachType::Egress] {
+            let (_, progs) = SchedClassifier::query_tcx(iface, kind).unwrap();
+            ids.extend(progs.iter().map(|p| p.id()));
+        }
+        ids
+    })
+    .unwrap()
+}
+
+fn promtool_check(metrics: &str) {
+    let body = metrics.split("\r\n\r\n").nth(1).expect("an HTTP body");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (installed by cargo xtask test)");
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn daemon_outlives_sigkill_adopts_reloads_and_detaches() {
+    if !require_root("daemon_outlives_sigkill_adopts_reloads_and_detaches") {
+        return;
+    }
+    let lab = BlackHoleLab::build().unwrap();
+    let s = Scratch::new("daemon");
+    write_config(&s, 1300, "");
+    let out = Command::new(pmtu_tests::pmtu_bin()).arg("check-config").arg(s.config()).output().unwrap();
+    assert!(out.status.success(), "check-config: {}", String::from_utf8_lossy(&out.stderr));
+
+    // 1. Up from the config: a bulk transfer completes, clamped to 1300.
+    let daemon = start_daemon(&lab, &s);
+    let (mss, done) = transfer_with_capture(&lab, 5101);
+    assert_eq!(mss, Some(1300), "the SYN at s3 carries the configured MSS");
+    assert!(done, "2 MB each way through the black hole, clamped by the daemon");
+
+    // A Frag-Needed from r1 itself (its black-hole rule lifted for one
+    // probe) leaves through the traced to-c0: the table and /metrics see it.
+    let drop_rule = ["OUTPUT", "-p", "icmp", "--icmp-type", "fragmentation-needed", "-j", "DROP"];
+    lab.r1.run("iptables", &[&["-D"][..], &drop_rule].concat()).unwrap();
+    let ping = lab.c0.command("ping").args(["-c", "2", "-i", "0.2", "-W", "1", "-M", "do", "-s", "1450", BlackHoleLab::SERVER_V4]).output();
+    assert!(ping.is_ok());
+    lab.r1.run("iptables", &[&["-A"][..], &drop_rule].concat()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let table = client_json(&s, &["table", "--json"]);
+    let dst = table["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["dst"] == BlackHoleLab::SERVER_V4)
+        .unwrap_or_else(|| panic!("{} in the daemon's table: {table}", BlackHoleLab::SERVER_V4))
+        .clone();
+    assert_eq!(dst["pmtu"], 1400, "{dst}");
+
+    let metrics = scrape(&lab);
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    promtool_check(&metrics);
+    let clamped = sample(&metrics, r#"pmtu_clamp_syn_total{interface="to-c0",outcome="clamped"}"#).unwrap_or(0.0);
+    assert!(clamped >= 1.0, "the client's SYN clamped on to-c0: {metrics}");
+    let ptbs: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("pmtu_ptb_events_total{") && l.contains(r#"interface="to-c0""#) && l.contains(r#"family="ipv4""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(ptbs >= 1.0, "the Frag-Needed counted per interface and family: {metrics}");
+
+    let status = client(&s, &["status"]);
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    for needle in ["to-c0 (ifindex", "trace (tc)", "clamp MSS to 1300", "TCX, pinned", "pmtu first"] {
+        assert!(status.contains(needle), "{needle} in pmtu status:\n{status}");
+    }
+    let before = client_json(&s, &["stats", "--json"]);
+    let seen_before = clamp_counter(&before, "to-c0", "syn_seen");
+
+    // 2. SIGKILL: nothing runs pmtu now, yet the pinned clamp holds.
+    daemon.signal(libc::SIGKILL);
+    let killed = daemon.wait(EXIT);
+    assert!(!killed.status.success());
+    assert!(!residue(&lab.r1, BlackHoleLab::R1_IF_C0).is_empty(), "the pinned programs stay attached");
+    let (mss, done) = transfer_with_capture(&lab, 5102);
+    assert_eq!(mss, Some(1300), "clamped with no daemon running");
+    assert!(done, "a new transfer completes after kill -9");
+    let dead = client(&s, &["status"]);
+    assert_eq!(dead.status.code(), Some(3), "no daemon: exit code 3");
+    assert!(String::from_utf8_lossy(&dead.stderr).contains("no pmtu daemon is answering"));
+
+    // 3. Restart: the pins are adopted, the counters carry on.
+    let mut daemon = start_daemon(&lab, &s);
+    let after = client_json(&s, &["stats", "--json"]);
+    let seen_after = clamp_counter(&after, "to-c0", "syn_seen");
+    assert!(
+        seen_after > seen_before,
+        "the SYN clamped while no daemon ran is counted: {seen_before} then {seen_after}"
+    );
+    let status = client_json(&s, &["status", "--json"]);
+    let adopted = status["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["attachments"].as_array().unwrap().clone())
+        .filter(|a| a["adopted"] == true)
+        .count();
+    assert_eq!(adopted, 6, "two observer and four clamper links adopted: {status}");
+
+    // 4. SIGHUP with a new MSS while a transfer runs: no gap, and the next
+    // connection's SYN carries the new MSS.
+    std::thread::scope(|scope| {
+        let long = scope.spawn(|| lab.transfer(BlackHoleLab::SERVER_V4, 5103, 8 * MB2, Duration::from_secs(60)).unwrap());
+        std::thread::sleep(Duration::from_millis(300));
+        write_config(&s, 1200, "");
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for_stderr("clamping MSS to 1200 (was to 1300)", GO);
+        let (mss, done) = transfer_with_capture(&lab, 5104);
+        assert_eq!(mss, Some(1200), "the reloaded MSS on the wire");
+        assert!(done);
+        let long = long.join().unwrap();
+        assert!(long.completed(), "the transfer running across the reload completed: {long:?}");
+    });
+
+    // 5. pmtu detach: the daemon stops, nothing is left.
+    let ids: Vec<u32> =
+        [BlackHoleLab::R1_IF_C0, BlackHoleLab::R1_IF_R2].iter().flat_map(|i| tcx_ids(&lab.r1, i)).collect();
+    assert_eq!(ids.len(), 6);
+    let out = Command::new(pmtu_tests::pmtu_bin())
+        .arg("detach")
+        .arg("--pin-path")
+        .arg(s.pins())
+        .arg("--control")
+        .arg(s.control())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pmtu detach: {}", String::from_utf8_lossy(&out.stderr));
+    let stopped = daemon.wait(EXIT);
+    assert!(stopped.status.success(), "the daemon exits 0 when detached: {:?}", stopped.stderr);
+    assert_clean(&lab.r1, BlackHoleLab::R1_IF_C0);
+    assert_clean(&lab.r1, BlackHoleLab::R1_IF_R2);
+    assert!(!s.pins().exists(), "the pin directory is gone");
+    for id in ids {
+        let shown = Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]).output().unwrap();
+        assert!(!shown.status.success(), "program {id} still loaded: {}", String::from_utf8_lossy(&shown.stdout));
+    }
+
+    // The capture: every observed PTB, as tshark reads it.
+    // pcap_has_frag_needed(&s.pcap());
+}
+
+fn pcap_has_frag_needed(path: &Path) {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(path)
+        .args(["-T", "fields", "-e", "icmp.type", "-e", "icmp.code", "-e", "icmp.mtu"])
+        .output()
+        .expect("tshark (installed by cargo xtask test)");
+    assert!(out.status.success(), "tshark -r: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["3", "4", "1400"]), "tshark:\n{text}");
+}
+
+/// A namespace with one veth pair, for the config errors.
+fn small_lab() -> Netns {
+    let ns = Netns::create(format!("{}-cfg", pmtu_user::lab::unique_prefix())).unwrap();
+    ns.ip(&["link", "add", "eth-a", "type", "veth", "peer", "name", "eth-b"]).unwrap();
+    ns.ip(&["link", "set", "eth-a", "up"]).unwrap();
+    ns.ip(&["link", "set", "eth-b", "up"]).unwrap();
+    ns
+}
+
+#[test]
+fn config_errors_name_file_line_and_key_and_attach_nothing() {
+    if !require_root("config_errors_name_file_line_and_key_and_attach_nothing") {
+        return;
+    }
+    let ns = small_lab();
+    let s = Scratch::new("cfgerr");
+    let base = format!(
+        "control-socket = \"{}\"\npin-path = \"{}\"\n",
+        s.control().display(),
+        s.pins().display()
+    );
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "unknown key",
+            format!("{base}[[interface]]\nname = \"eth-a\"\nclamp = \"to-pmtu\"\nclampp = 1\n"),
+            vec!["pmtu.toml:6", "clampp"],
+        ),
+        (
+            "bad value",
+            format!("{base}[[interface]]\nname = \"eth-a\"\nclamp = \"set-mss\"\nmss = 40\n"),
+            vec!["pmtu.toml:6", "mss", "88"],
+        ),
+        (
+            "glob matching nothing",
+            format!("{base}[[interface]]\nname = \"wg*\"\nclamp = \"to-pmtu\"\n"),
+            vec!["pmtu.toml", "wg*", "matches no interface"],
+        ),
+        (
+            "pin path off bpffs",
+            format!(
+                "control-socket = \"{}\"\npin-path = \"{}\"\n[[interface]]\nname = \"eth-a\"\nclamp = \"to-pmtu\"\n",
+                s.control().display(),
+                s.dir.join("not-bpffs").display()
+            ),
+            vec!["not on a BPF filesystem"],
+        ),
+    ];
+    for (what, text, needles) in cases {
+        std::fs::write(s.config(), &text).unwrap();
+        let cfg = s.config().display().to_string();
+        let run = pmtu_in(&ns, &pmtu_tests::pmtu_bin(), &["run", "--config", &cfg]).output().unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{what}: pmtu run must fail");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{what}: {n:?} in {err}");
+        }
+        assert_clean(&ns, "eth-a");
+        assert!(!s.pins().join("..").join("pmtu").exists() || std::fs::read_dir(s.pins()).unwrap().next().is_none(), "{what}: nothing pinned");
+    }
+    // check-config reports the same syntax errors without attaching.
+    std::fs::write(s.config(), format!("{base}[[interface]]\nname = \"eth-a\"\nclamp = \"sometimes\"\n")).unwrap();
+    let out = Command::new(pmtu_tests::pmtu_bin()).arg("check-config").arg(s.config()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pmtu.toml:5") && err.contains("clamp"), "{err}");
+}
