@@ -998,29 +998,36 @@ impl Programs {
     }
 
     /// pmtu's place on a TCX hook ("pmtu first", "pmtu number 2 of 3") and
-    /// the other programs there, in the kernel's order.
+    /// the other programs there, in the kernel's order. Works with the
+    /// daemon's least privileges (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON): the
+    /// hook's program IDs come from BPF_PROG_QUERY; their names need
+    /// CAP_SYS_ADMIN (BPF_PROG_GET_FD_BY_ID), so without it others show by ID.
     pub fn hook_neighbours(&mut self, iface: &str, name: &str, kind: TcAttachType) -> anyhow::Result<(String, Vec<String>)> {
         let ours = tc_program(&mut self.ebpf, name)
             .and_then(|p| Ok(p.info()?.id()))
             .context("cannot tell which programs share this hook")?;
-        // A link adopted from a previous daemon may run its program
-        // instance (same name) until updated: pmtu's by name too.
-        let (_, programs) = SchedClassifier::query_tcx(iface, kind).context("cannot list the programs on this hook")?;
-        let is_ours = |p: &aya::programs::ProgramInfo| {
-            p.id() == ours || p.name_as_str().is_some_and(|n| !n.is_empty() && name.starts_with(n))
-        };
-        // pmtu's other job on this interface (the clamper before the
-        // observer) is not "another program".
-        let is_pmtu = |p: &aya::programs::ProgramInfo| p.name_as_str().is_some_and(|n| n.starts_with("pmtu_"));
-        let others: Vec<String> = programs
+        // Every program this process loaded: pmtu's other job on the same
+        // interface (the clamper before the observer) is not "another program".
+        let mine: Vec<u32> = self.ebpf.programs().filter_map(|(_, p)| p.info().ok().map(|i| i.id())).collect();
+        let index = ifindex(iface)?;
+        let ids = tcx_program_ids(index, kind).context("cannot list the programs on this hook (BPF_PROG_QUERY)")?;
+        let named: Vec<(u32, String)> = SchedClassifier::query_tcx(iface, kind)
+            .map(|(_, progs)| {
+                progs.iter().map(|p| (p.id(), p.name_as_str().filter(|n| !n.is_empty()).unwrap_or("unnamed").to_string())).collect()
+            })
+            .unwrap_or_default();
+        let others: Vec<String> = ids
             .iter()
-            .filter(|p| !is_ours(p) && !(is_pmtu(p) && p.name_as_str() != Some("pmtu_pass_tc")))
-            .map(|p| format!("{} (id {})", p.name_as_str().filter(|n| !n.is_empty()).unwrap_or("unnamed"), p.id()))
+            .filter(|id| !mine.contains(id))
+            .map(|id| match named.iter().find(|(i, _)| i == id) {
+                Some((_, n)) => format!("{n} (id {id})"),
+                None => format!("id {id}"),
+            })
             .collect();
-        let place = match programs.iter().position(is_ours) {
+        let place = match ids.iter().position(|id| *id == ours) {
             Some(0) => "pmtu first".to_string(),
             // Another program asked for the front after pmtu did.
-            Some(n) => format!("pmtu number {} of {}", n + 1, programs.len()),
+            Some(n) => format!("pmtu number {} of {}", n + 1, ids.len()),
             None => "pmtu not listed".to_string(),
         };
         Ok((place, others))
@@ -1111,6 +1118,64 @@ impl Programs {
         let map = self.ebpf.map(MAP_COUNTERS).context("COUNTERS map missing")?;
         let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
         Counters::read(&array)
+    }
+}
+
+/// The IDs of the programs on a TCX hook, in order (BPF_PROG_QUERY with
+/// BPF_TCX_INGRESS / BPF_TCX_EGRESS). aya's `query_tcx` also opens each
+/// program by ID, which needs CAP_SYS_ADMIN; this needs CAP_NET_ADMIN only.
+fn tcx_program_ids(ifindex: u32, kind: TcAttachType) -> io::Result<Vec<u32>> {
+    /// enum bpf_attach_type (include/uapi/linux/bpf.h).
+    const BPF_TCX_INGRESS: u32 = 46;
+    const BPF_TCX_EGRESS: u32 = 47;
+    /// enum bpf_cmd.
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    /// The `query` member of union bpf_attr, as laid out since Linux 6.6.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Query {
+        target_ifindex: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        count: u32,
+        _pad: u32,
+        prog_attach_flags: u64,
+        link_ids: u64,
+        link_attach_flags: u64,
+        revision: u64,
+    }
+    let attach_type = match kind {
+        TcAttachType::Ingress => BPF_TCX_INGRESS,
+        TcAttachType::Egress => BPF_TCX_EGRESS,
+        TcAttachType::Custom(_) => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    };
+    let mut ids = vec![0u32; 64];
+    loop {
+        let mut q = Query {
+            target_ifindex: ifindex,
+            attach_type,
+            prog_ids: ids.as_mut_ptr() as u64,
+            count: ids.len() as u32,
+            ..Query::default()
+        };
+        // SAFETY: BPF_PROG_QUERY reads `q` (size passed) and writes at most
+        // `count` u32s to `prog_ids`, which points into `ids` of that length.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &mut q as *mut Query, std::mem::size_of::<Query>() as u32)
+        };
+        if rc == 0 {
+            ids.truncate(q.count as usize);
+            return Ok(ids);
+        }
+        let err = io::Error::last_os_error();
+        // ENOSPC: more programs than room; `count` says how many.
+        if err.raw_os_error() == Some(libc::ENOSPC) && (q.count as usize) > ids.len() {
+            ids = vec![0u32; q.count as usize];
+            continue;
+        }
+        return Err(err);
     }
 }
 

@@ -117,9 +117,16 @@ mss = {mss}
     std::fs::write(s.config(), text).unwrap();
 }
 
+/// The capabilities contrib/pmtu.service gives the daemon, and no others.
+const UNIT_CAPS: &str = "-all,+bpf,+net_admin,+perfmon";
+
+/// `pmtu run` in r1 with only the systemd unit's capabilities (root's
+/// others dropped from the bounding set), as the unit runs it.
 fn start_daemon(lab: &BlackHoleLab, s: &Scratch) -> Proc {
     let cfg = s.config().display().to_string();
-    let mut p = Proc::spawn(pmtu_in(&lab.r1, &pmtu_tests::pmtu_bin(), &["run", "--config", &cfg]), "pmtu run");
+    let bin = pmtu_tests::pmtu_bin().display().to_string();
+    let cmd = pmtu_in(&lab.r1, Path::new("setpriv"), &["--bounding-set", UNIT_CAPS, &bin, "run", "--config", &cfg]);
+    let mut p = Proc::spawn(cmd, "pmtu run");
     p.wait_for_stderr("pmtu: serving 2 interface(s)", UP);
     p
 }
@@ -264,7 +271,7 @@ fn daemon_outlives_sigkill_adopts_reloads_and_detaches() {
 
     let status = client(&s, &["status"]);
     let status = String::from_utf8_lossy(&status.stdout).to_string();
-    for needle in ["to-c0 (ifindex", "trace (tc)", "clamp MSS to 1300", "TCX, pinned", "pmtu first"] {
+    for needle in ["to-c0 (ifindex", "trace (tc)", "clamp MSS to 1300", "TCX, pinned", "pmtu first", "pmtu number 2 of 2"] {
         assert!(status.contains(needle), "{needle} in pmtu status:\n{status}");
     }
     let before = client_json(&s, &["stats", "--json"]);
@@ -299,6 +306,7 @@ fn daemon_outlives_sigkill_adopts_reloads_and_detaches() {
         .filter(|a| a["adopted"] == true)
         .count();
     assert_eq!(adopted, 6, "two observer and four clamper links adopted: {status}");
+    assert!(!status.to_string().contains("cannot"), "status works with the unit's capabilities: {status}");
 
     // 4. SIGHUP with a new MSS while a transfer runs: no gap, and the next
     // connection's SYN carries the new MSS.
@@ -420,4 +428,44 @@ fn config_errors_name_file_line_and_key_and_attach_nothing() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pmtu.toml:5") && err.contains("clamp"), "{err}");
+}
+
+/// contrib/pmtu.service is a unit systemd accepts, with the capabilities the
+/// daemon test runs under (UNIT_CAPS) and Type=notify.
+#[test]
+fn systemd_unit_verifies_with_the_tested_capabilities() {
+    let unit = include_str!("../../contrib/pmtu.service");
+    let caps: Vec<&str> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("CapabilityBoundingSet")
+        .split_whitespace()
+        .collect();
+    let tested: Vec<String> = UNIT_CAPS
+        .split(',')
+        .filter_map(|c| c.strip_prefix('+'))
+        .map(|c| format!("CAP_{}", c.to_uppercase()))
+        .collect();
+    assert_eq!(caps, tested, "the unit's capabilities are the ones daemon_lab runs pmtu with");
+    assert!(unit.contains("\nType=notify\n") && unit.contains("\nExecReload="), "{unit}");
+    let Ok(analyze) = which("systemd-analyze") else {
+        assert!(std::env::var("CI").is_err(), "systemd-analyze missing under CI=true");
+        eprintln!("SKIPPED: systemd-analyze not installed");
+        return;
+    };
+    // Verify a copy whose binary paths point at the binary under test.
+    let dir = std::env::temp_dir().join(format!("pmtu-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("pmtu.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/pmtu", &pmtu_tests::pmtu_bin().display().to_string())).unwrap();
+    let out = Command::new(analyze).arg("verify").arg(&copy).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !said.contains("pmtu.service:"), "systemd-analyze verify: {said}");
+}
+
+fn which(cmd: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(cmd)).find(|p| p.exists()))
+        .ok_or(())
 }
