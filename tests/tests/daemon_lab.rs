@@ -256,6 +256,11 @@ fn daemon_outlives_sigkill_adopts_reloads_and_detaches() {
         .unwrap_or_else(|| panic!("{} in the daemon's table: {table}", BlackHoleLab::SERVER_V4))
         .clone();
     assert_eq!(dst["pmtu"], 1400, "{dst}");
+    // `pmtu events --json` prints trace's event objects.
+    let events = client(&s, &["events", "--json"]);
+    let events = String::from_utf8_lossy(&events.stdout).to_string();
+    let ev: Value = serde_json::from_str(events.lines().find(|l| l.contains("\"mtu\":1400")).unwrap_or_else(|| panic!("{events}"))).unwrap();
+    assert_eq!((ev["ifname"].as_str(), ev["verdict"].as_str()), (Some(BlackHoleLab::R1_IF_C0), Some("valid")), "{ev}");
 
     let metrics = scrape(&lab);
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");

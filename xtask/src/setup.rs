@@ -1,5 +1,5 @@
-//! Installing what a fresh machine lacks: the eBPF toolchain (nightly
-//! rust-src, bpf-linker 0.10.3) and the Debian tools the demo and tests use.
+//! Installing what a fresh machine lacks: the eBPF toolchain (the pinned
+//! nightly with rust-src, bpf-linker 0.10.3) and the Debian tools the demo and tests use.
 //! Anything that cannot be installed is one line naming it and the fix.
 
 use std::process::{Command, Stdio};
@@ -46,21 +46,32 @@ pub fn run_or(cmd: &mut Command, fix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The eBPF build's nightly, from pmtu-ebpf/rust-toolchain.toml (the one
+/// place it is pinned; pmtu-user/build.rs reads it too).
+pub fn ebpf_toolchain() -> anyhow::Result<String> {
+    let path = crate::workspace_root().join("pmtu-ebpf/rust-toolchain.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("channel = ").map(|v| v.trim_matches('"').to_string()))
+        .with_context(|| format!("{}: no channel", path.display()))
+}
+
 pub fn toolchain() -> anyhow::Result<()> {
+    let channel = ebpf_toolchain()?;
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
-        .context("rustup not found; pmtu's eBPF build needs rustup with a nightly toolchain")?;
-    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        .context("rustup not found; pmtu's eBPF build needs rustup")?;
+    if !toolchains.lines().any(|l| l.starts_with(&channel)) {
         run_or(
-            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
-            "install it with `rustup toolchain install nightly`",
+            Command::new("rustup").args(["toolchain", "install", &channel, "--profile", "minimal", "--component", "rust-src"]),
+            &format!("install it with `rustup toolchain install {channel} --component rust-src`"),
         )?;
     }
-    let components = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+    let components = output(Command::new("rustup").args(["component", "list", "--toolchain", &channel, "--installed"]))
         .unwrap_or_default();
     if !components.lines().any(|l| l.starts_with("rust-src")) {
         run_or(
-            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
-            "install it with `rustup component add rust-src --toolchain nightly`",
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", &channel]),
+            &format!("install it with `rustup component add rust-src --toolchain {channel}`"),
         )?;
     }
     let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
