@@ -12,7 +12,7 @@ use core::{cmp::min, ffi::c_void};
 use aya_ebpf::{
     bindings::{
         BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS,
-        BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        BPF_FIB_LOOKUP_OUTPUT,
     },
     helpers::generated::{
         bpf_csum_diff, bpf_csum_update, bpf_l3_csum_replace,
@@ -189,9 +189,9 @@ fn pmtu_mss(ctx: &TcContext, syn: &Syn) -> Option<u32> {
     // locally generated ones (egress, no ingress interface) as output.
     let ingress = skb_ingress_ifindex(ctx);
     let (ifindex, flags) = if ingress != 0 {
-        (ingress, BPF_FIB_LOOKUP_SKIP_NEIGH)
+        (ingress, fib::skip_neigh())
     } else {
-        (skb_ifindex(ctx), BPF_FIB_LOOKUP_OUTPUT | BPF_FIB_LOOKUP_SKIP_NEIGH)
+        (skb_ifindex(ctx), BPF_FIB_LOOKUP_OUTPUT | fib::skip_neigh())
     };
     let forward = route_mtu(ctx, syn.family, &syn.src, &syn.dst, ifindex, flags)?;
     // As tcpmss_reverse_mtu: no route back means no limit from that side.

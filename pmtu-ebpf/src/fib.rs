@@ -5,6 +5,24 @@ use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{bindings::bpf_fib_lookup, helpers::generated::bpf_fib_lookup as fib_lookup};
 
+/// BPF_FIB_LOOKUP_SKIP_NEIGH (Linux 6.3) where the kernel has it, else 0:
+/// bpf_fib_lookup fails every lookup with -EINVAL for a flag it does not
+/// know, so the loader probes for it (`pmtu_probe_fib`) and sets this
+/// before loading. Without it the lookups still give what pmtu asks (the
+/// egress interface and the MTU are set before the neighbour is looked up;
+/// an unresolved one answers BPF_FIB_LKUP_RET_NO_NEIGH, taken as routed).
+/// In .rodata, so the verifier sees a constant.
+#[unsafe(no_mangle)]
+static PMTU_FIB_SKIP_NEIGH: u32 = aya_ebpf::bindings::BPF_FIB_LOOKUP_SKIP_NEIGH;
+
+/// The BPF_FIB_LOOKUP_SKIP_NEIGH flag if this kernel has it, else 0.
+#[inline(always)]
+pub fn skip_neigh() -> u32 {
+    // SAFETY: a plain static; volatile so the loader's value is read, not
+    // the compiled-in one.
+    unsafe { core::ptr::read_volatile(&raw const PMTU_FIB_SKIP_NEIGH) }
+}
+
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 

@@ -122,6 +122,28 @@ pub fn pmtu_pass_tc(_ctx: TcContext) -> i32 {
     TC_ACT_OK as i32
 }
 
+/// A feature probe, never attached: returns what bpf_fib_lookup answers
+/// for BPF_FIB_LOOKUP_SKIP_NEIGH (-EINVAL on kernels before 6.3, which do
+/// not know the flag). The loader runs it with BPF_PROG_TEST_RUN.
+#[classifier]
+pub fn pmtu_probe_fib(ctx: TcContext) -> i32 {
+    let src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    dst[0] = 127;
+    dst[3] = 1;
+    let a = fib::lookup(
+        ctx.skb.skb.cast::<core::ffi::c_void>(),
+        4,
+        6,
+        &src,
+        &dst,
+        1,
+        0,
+        aya_ebpf::bindings::BPF_FIB_LOOKUP_SKIP_NEIGH,
+    );
+    a.rc as i32
+}
+
 /// Does nothing: the floor `cargo xtask bench` measures the others against
 /// (BPF_PROG_TEST_RUN's own cost per run). Never attached by pmtu.
 #[xdp]

@@ -6,7 +6,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH,
-        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS,
     },
     helpers::{
         bpf_ktime_get_ns,
@@ -211,7 +211,7 @@ fn classify(seen: &Seen, ev: &mut PtbEvent) {
     if unsafe { LOCAL_ADDRS.get(&ev.to) }.is_some() {
         return;
     }
-    let (rc, out) = route(seen, ev, BPF_FIB_LOOKUP_SKIP_NEIGH);
+    let (rc, out) = route(seen, ev, fib::skip_neigh());
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_FRAG_NEEDED | BPF_FIB_LKUP_RET_NO_NEIGH => {
             ev.direction = DIR_TRANSIT;

@@ -140,6 +140,10 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     };
     let prepared = Prepared::new(&plan.selectors()).await.with_context(|| origin.clone())?;
     prepared.require_globs_match(&origin)?;
+    let features = crate::features::get()?;
+    for line in features.describe() {
+        eprintln!("pmtu: {line}");
+    }
     let (sysctls, notes) = Sysctls::read();
     for note in notes {
         tracing::info!("{note}");
@@ -295,6 +299,7 @@ struct StatusJson<'a> {
     config: String,
     pin_path: Option<String>,
     on_exit: &'static str,
+    kernel: &'static crate::features::Features,
     interfaces: Vec<IfaceJson<'a>>,
 }
 
@@ -450,17 +455,19 @@ impl Daemon {
                 config: self.config_path.display().to_string(),
                 pin_path: pin,
                 on_exit,
+                kernel: crate::features::get()?,
                 interfaces: ifaces,
             };
             return serde_json::to_string(&j).context("rendering the status as JSON");
         }
         let mut out = format!(
-            "pmtu {} (pid {}), up {}, config {}\npinned state: {} (on exit: {on_exit})\n",
+            "pmtu {} (pid {}), up {}, config {}\npinned state: {} (on exit: {on_exit})\n{}\n",
             env!("CARGO_PKG_VERSION"),
             std::process::id(),
             humantime::format_duration(Duration::from_secs(uptime)),
             self.config_path.display(),
             pin.as_deref().unwrap_or("none"),
+            crate::features::get()?.describe().join("; "),
         );
         if ifaces.is_empty() {
             out.push_str("no interface served\n");
@@ -618,9 +625,6 @@ pub async fn detach(pin_path: &Path, control_path: &Path) -> anyhow::Result<Vec<
     }
     let root = crate::pins::PinRoot::new(pin_path);
     let dirs = root.abi_dirs()?;
-    if dirs.is_empty() && said.is_empty() {
-        said.push(format!("nothing pinned under {}", pin_path.display()));
-    }
     for dir in dirs {
         let removed = crate::pins::remove_abi_dir(&dir)?;
         said.push(format!(
@@ -632,8 +636,15 @@ pub async fn detach(pin_path: &Path, control_path: &Path) -> anyhow::Result<Vec<
             removed.maps
         ));
     }
+    // Legacy tc filters (kernels without TCX) a killed pmtu left.
+    for line in crate::legacy_tc::sweep(true)? {
+        said.push(format!("removed {line}"));
+    }
     if pin_path.exists() && std::fs::read_dir(pin_path).map(|mut d| d.next().is_none()).unwrap_or(false) {
         std::fs::remove_dir(pin_path).with_context(|| format!("removing {}", pin_path.display()))?;
+    }
+    if said.is_empty() {
+        said.push(format!("nothing pinned under {} and no tc filter recorded; nothing to do", pin_path.display()));
     }
     Ok(said)
 }

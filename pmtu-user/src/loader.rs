@@ -34,7 +34,6 @@ use aya::{
         tc::{SchedClassifierLink, TcAttachOptions},
         xdp::XdpLink,
     },
-    util::KernelVersion,
 };
 
 use pmtu_common::{
@@ -190,6 +189,11 @@ fn observe_programs(kind: LinkKind) -> (&'static str, &'static str) {
     }
 }
 
+/// BPF_FIB_LOOKUP_SKIP_NEIGH (include/uapi/linux/bpf.h).
+const fn aya_fib_skip_neigh() -> u32 {
+    1 << 2
+}
+
 /// What a clamp policy does, for messages.
 fn describe_policy(policy: &ClampPolicy) -> String {
     if policy.mode == pmtu_common::policy::MODE_SET_MSS {
@@ -221,12 +225,22 @@ pub enum Job {
 struct Held {
     program: &'static str,
     job: Job,
-    link: FdLink,
+    link: HeldLink,
     pin: Option<PathBuf>,
     /// "TCX" or "XDP driver"/"XDP generic", and whether it was adopted from
     /// a previous daemon.
     mechanism: String,
     adopted: bool,
+}
+
+/// The kernel object behind an attachment.
+enum HeldLink {
+    /// A bpf_link (TCX, XDP): closing the last descriptor of an unpinned
+    /// one detaches it. Held for its descriptor, never read.
+    Fd(#[allow(dead_code)] FdLink),
+    /// A legacy cls_bpf filter (no TCX) and its record under /run/pmtu;
+    /// dropping the link deletes the filter over netlink.
+    Legacy(SchedClassifierLink, crate::legacy_tc::Record),
 }
 
 /// What pmtu attached to one interface.
@@ -420,16 +434,17 @@ fn open_fds() -> anyhow::Result<u64> {
     Ok(dir.count() as u64)
 }
 
-/// TCX (tc attachment through bpf_link, no qdisc) arrived in Linux 6.6; on
-/// older kernels pmtu would have to add a clsact qdisc it might then leave
-/// behind, so it refuses instead.
-fn require_kernel() -> anyhow::Result<()> {
-    let version = KernelVersion::current().context("reading the kernel version")?;
-    if version < KernelVersion::new(6, 6, 0) {
-        bail!("pmtu needs Linux 6.6 or newer (tc attachment through TCX); this kernel is {version}");
-    }
-    Ok(())
-}
+/// Every map at the smallest size the kernel allows: for a load that only
+/// probes (features.rs).
+pub const SMALLEST_MAPS: &[(&str, u32)] = &[
+    (MAP_EVENTS, 4096),
+    ("FLOWS", 1),
+    ("REPORTER_BUCKETS", 1),
+    (MAP_OBSERVED, 1),
+    (MAP_LOCAL_ADDRS, 1),
+    (MAP_CLAMP_POLICY, 1),
+    (MAP_CLAMP_COUNTERS, 1),
+];
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name)
@@ -476,8 +491,17 @@ impl Programs {
         linear_limit: Option<u64>,
         pins: Option<PinState>,
     ) -> anyhow::Result<Self> {
-        require_kernel()?;
+        let features = crate::features::get()?;
+        if !features.tcx {
+            // Filters a killed pmtu left (netlink filters outlive processes).
+            for line in crate::legacy_tc::sweep(false)? {
+                eprintln!("pmtu: stale: {line}");
+            }
+        }
         let mut loader = EbpfLoader::new();
+        // Load-time constants: the verifier prunes what this kernel cannot run.
+        let skip_neigh: u32 = if features.fib_skip_neigh { aya_fib_skip_neigh() } else { 0 };
+        loader.override_global("PMTU_FIB_SKIP_NEIGH", &skip_neigh, true);
         if let Some(p) = pins.as_ref() {
             for map in PINNED_MAPS {
                 loader.map_pin_path(map, p.ours.map(map));
@@ -560,7 +584,16 @@ impl Programs {
     /// Lets go of every link, leaving the pinned ones attached (the daemon's
     /// `on-exit = "keep"`); unpinned ones detach as their descriptors close.
     pub fn keep_pinned(&mut self) {
-        self.attached.clear();
+        for (_, links) in std::mem::take(&mut self.attached) {
+            for held in links.links {
+                if let HeldLink::Legacy(link, _) = held.link {
+                    // A netlink filter has no descriptor to keep it: not
+                    // dropping the link leaves it attached, and its record
+                    // (persistent, the daemon's) tells the next daemon.
+                    std::mem::forget(link);
+                }
+            }
+        }
         self.links_held = 0;
     }
 
@@ -703,7 +736,8 @@ impl Programs {
             LinkKind::L3 => ", L3 device",
         };
         let how = if how_in == how_out { how_in } else { format!("{how_in} / {how_out}") };
-        said.insert(0, format!("{iface}: clamping SYN and SYN-ACK MSS {} (tc ingress and egress, {how}, first{framing})", describe_policy(&policy)));
+        let first = if how.starts_with("TCX") { ", first" } else { "" };
+        said.insert(0, format!("{iface}: clamping SYN and SYN-ACK MSS {} (tc ingress and egress, {how}{first}{framing})", describe_policy(&policy)));
         Ok(said)
     }
 
@@ -870,9 +904,9 @@ impl Programs {
                 link.pin(&ours).with_context(|| format!("pinning {}", ours.display()))?;
                 pins::unpin(&path)?;
                 let link = FdLink::from(PinnedLink::from_pin(&ours).map_err(|e| anyhow!(e))?);
-                self.record(index, iface, Held { program: prog_name, job, link, pin: Some(ours), mechanism: String::new(), adopted: true });
+                self.record(index, iface, Held { program: prog_name, job, link: HeldLink::Fd(link), pin: Some(ours), mechanism: String::new(), adopted: true });
             } else {
-                self.record(index, iface, Held { program: prog_name, job, link, pin: Some(ours), mechanism: String::new(), adopted: true });
+                self.record(index, iface, Held { program: prog_name, job, link: HeldLink::Fd(link), pin: Some(ours), mechanism: String::new(), adopted: true });
             }
             let mechanism = if prog_name == PROG_XDP { "XDP link" } else { "TCX" };
             if let Some(held) = self.attached.get_mut(&index).and_then(|i| i.links.last_mut()) {
@@ -929,6 +963,9 @@ impl Programs {
         kind: TcAttachType,
         job: Job,
     ) -> anyhow::Result<String> {
+        if !crate::features::get()?.tcx {
+            return self.attach_legacy_tc(index, iface, name, kind, job);
+        }
         if let Some(how) = self.adopt(index, iface, name, job)? {
             return Ok(how);
         }
@@ -948,6 +985,95 @@ impl Programs {
         let link = FdLink::try_from(prog.take_link(id)?).context("a tc attachment that is not a bpf_link")?;
         self.hold(index, iface, name, job, link, "TCX")?;
         Ok("TCX".to_string())
+    }
+
+    /// tc without TCX (crate::legacy_tc): a cls_bpf filter at pmtu's
+    /// priority for `job` on a clsact qdisc (added if absent, and then
+    /// removed with pmtu's last filter), recorded under /run/pmtu. The
+    /// daemon takes a previous daemon's filter over in place (replace).
+    fn attach_legacy_tc(
+        &mut self,
+        index: u32,
+        iface: &str,
+        name: &'static str,
+        kind: TcAttachType,
+        job: Job,
+    ) -> anyhow::Result<String> {
+        use crate::legacy_tc::{self, Record};
+        let egress = kind == TcAttachType::Egress;
+        let priority = legacy_tc::priority(job);
+        let persistent = self.pins.is_some();
+        let dir = direction(kind);
+        // A previous daemon's filter here: replace its program in place.
+        if persistent
+            && let Some(old) = legacy_tc::records()?
+                .into_iter()
+                .find(|r| r.persistent && r.netns == legacy_tc::netns() && r.ifindex == index && r.egress == egress && r.priority == priority)
+        {
+            let link = old.link().with_context(|| format!("{iface}: the recorded tc filter"))?;
+            let prog = tc_program(&mut self.ebpf, name)?;
+            let id = prog.attach_to_link(link).with_context(|| format!("replacing pmtu's tc {dir} filter on {iface}"))?;
+            let link = prog.take_link(id)?;
+            let record = Record { pid: std::process::id(), program: name.to_string(), ..old };
+            record.save()?;
+            self.record(
+                index,
+                iface,
+                Held { program: name, job, link: HeldLink::Legacy(link, record), pin: None, mechanism: "tc filter (clsact)".into(), adopted: true },
+            );
+            return Ok("tc filter on clsact, taken over from the previous daemon".to_string());
+        }
+        let qdisc_added = match aya::programs::tc::qdisc_add_clsact(iface) {
+            Ok(()) => {
+                legacy_tc::mark_qdisc_added(index)?;
+                true
+            }
+            Err(e) => {
+                let e = anyhow!(e);
+                // EEXIST: a clsact qdisc is there already (someone else's).
+                if !has_os_error(&e, libc::EEXIST) {
+                    return Err(e.context(format!("adding a clsact qdisc to {iface}")));
+                }
+                false
+            }
+        };
+        let prog = tc_program(&mut self.ebpf, name)?;
+        let options = aya::programs::tc::NlOptions { priority, ..Default::default() };
+        let attached = prog
+            .attach_with_options(iface, kind, TcAttachOptions::Netlink(options))
+            .map_err(|e| explain(anyhow!(e)))
+            .with_context(|| format!("attaching {name} to {iface} (tc {dir}, clsact filter)"))
+            .and_then(|id| Ok(prog.take_link(id)?));
+        let link = match attached {
+            Ok(link) => link,
+            Err(e) => {
+                if qdisc_added
+                    && let Err(q) = legacy_tc::drop_qdisc_if_ours_and_empty(index)
+                {
+                    return Err(anyhow!("{e:#}; and removing the clsact qdisc pmtu added failed: {q:#}"));
+                }
+                return Err(e);
+            }
+        };
+        let record = Record {
+            pid: std::process::id(),
+            persistent,
+            netns: legacy_tc::netns(),
+            ifindex: index,
+            ifname: iface.to_string(),
+            egress,
+            priority: link.priority()?,
+            handle: u32::from(link.handle()?),
+            program: name.to_string(),
+            qdisc_added,
+        };
+        record.save()?;
+        self.record(
+            index,
+            iface,
+            Held { program: name, job, link: HeldLink::Legacy(link, record), pin: None, mechanism: "tc filter (clsact)".into(), adopted: false },
+        );
+        Ok(format!("clsact filter, prio {priority:#x}{}", if qdisc_added { ", qdisc added by pmtu" } else { "" }))
     }
 
     /// Keeps a new link: pinned first when the daemon pins (a failure to pin
@@ -970,7 +1096,7 @@ impl Programs {
             }
             None => (link, None),
         };
-        self.record(index, iface, Held { program, job, link, pin, mechanism: mechanism.to_string(), adopted: false });
+        self.record(index, iface, Held { program, job, link: HeldLink::Fd(link), pin, mechanism: mechanism.to_string(), adopted: false });
         Ok(())
     }
 
@@ -986,6 +1112,11 @@ impl Programs {
     /// Which other programs share the TCX hook `kind` of `iface` with pmtu's
     /// `name`, in the kernel's order; `None` when pmtu is alone there.
     fn hook_report(&mut self, iface: &str, name: &str, kind: TcAttachType) -> Option<String> {
+        // Without TCX, pmtu's filters sit at their own priorities; `tc
+        // filter show` lists the hook.
+        if !crate::features::get().is_ok_and(|f| f.tcx) {
+            return None;
+        }
         let dir = direction(kind);
         let (place, others) = match self.hook_neighbours(iface, name, kind) {
             Ok(v) => v,
@@ -1067,7 +1198,20 @@ impl Programs {
             {
                 first_err = Some(e.context(format!("detaching {} from {name}", held.program)));
             }
-            drop(held.link);
+            if let HeldLink::Legacy(link, record) = held.link {
+                // Dropping the link deletes the filter (netlink, by its
+                // priority and handle); then the record, then the qdisc if
+                // pmtu added it and nothing is left on it.
+                drop(link);
+                let done = record
+                    .remove()
+                    .and_then(|()| crate::legacy_tc::drop_qdisc_if_ours_and_empty(record.ifindex).map(|_| ()));
+                if let Err(e) = done
+                    && first_err.is_none()
+                {
+                    first_err = Some(e.context(format!("detaching {} from {name}", held.program)));
+                }
+            }
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -1124,7 +1268,7 @@ impl Programs {
 /// The IDs of the programs on a TCX hook, in order (BPF_PROG_QUERY with
 /// BPF_TCX_INGRESS / BPF_TCX_EGRESS). aya's `query_tcx` also opens each
 /// program by ID, which needs CAP_SYS_ADMIN; this needs CAP_NET_ADMIN only.
-fn tcx_program_ids(ifindex: u32, kind: TcAttachType) -> io::Result<Vec<u32>> {
+pub(crate) fn tcx_program_ids(ifindex: u32, kind: TcAttachType) -> io::Result<Vec<u32>> {
     /// enum bpf_attach_type (include/uapi/linux/bpf.h).
     const BPF_TCX_INGRESS: u32 = 46;
     const BPF_TCX_EGRESS: u32 = 47;

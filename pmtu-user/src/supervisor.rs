@@ -62,6 +62,13 @@ impl Supervisor {
     /// Loads what `plan` needs: pinned under its pin path for the daemon.
     pub fn load(plan: Plan) -> anyhow::Result<Self> {
         let selectors = Selectors::parse(&plan.selectors())?;
+        // A foreground command says only what differs from the usual path.
+        let features = crate::features::get()?;
+        if plan.daemon.is_none() && (!features.tcx || !features.fib_skip_neigh) {
+            for line in features.describe() {
+                eprintln!("pmtu: {line}");
+            }
+        }
         let role = match (plan.daemon.is_some(), plan.traces(), plan.clamps()) {
             (true, _, _) | (false, true, true) => Role::Daemon,
             (false, true, false) => Role::Observer,
