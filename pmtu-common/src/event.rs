@@ -72,6 +72,44 @@ pub struct PtbEvent {
 const _: () = assert!(core::mem::size_of::<PtbEvent>() == 104);
 const _: () = assert!(core::mem::align_of::<PtbEvent>() == 8);
 
+/// Bytes of the frame a [`CapturedPtb`] carries at most.
+pub const CAPTURE_BYTES: usize = 256;
+
+/// `CapturedPtb::link`: how the captured bytes start.
+/// With the frame's Ethernet header (and any VLAN tags): XDP and the tc
+/// programs of Ethernet-framed interfaces.
+pub const CAPTURE_LINK_ETHERNET: u8 = 1;
+/// With the IP header: the tc programs of interfaces without a link-layer
+/// header (tun, WireGuard, PPP, IP tunnels).
+pub const CAPTURE_LINK_L3: u8 = 2;
+
+/// A [`PtbEvent`] with the first bytes of the packet it was parsed from,
+/// as the hook saw it: what `pmtu trace --pcap` writes. The observer
+/// submits this record instead of a bare `PtbEvent` only while capture is
+/// on (the CAPTURE map), so the ring pays 376 bytes a record (with the
+/// kernel's 8-byte header) for it, and 112 otherwise. Userspace tells the
+/// two apart by the record's length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapturedPtb {
+    pub event: PtbEvent,
+    /// The frame's whole length as the hook saw it (`skb->len`, or
+    /// `data_end - data` at XDP).
+    pub pkt_len: u32,
+    /// Bytes of `data` that hold the frame: min(`pkt_len`, CAPTURE_BYTES),
+    /// 0 if the copy failed. The rest of `data` is unspecified.
+    pub cap_len: u16,
+    /// `CAPTURE_LINK_*`.
+    pub link: u8,
+    pub _pad: u8,
+    /// The frame from its first byte: the Ethernet header at XDP and on
+    /// Ethernet tc hooks, the IP header on L3 ones.
+    pub data: [u8; CAPTURE_BYTES],
+}
+
+const _: () = assert!(core::mem::size_of::<CapturedPtb>() == 104 + 8 + CAPTURE_BYTES);
+const _: () = assert!(core::mem::align_of::<CapturedPtb>() == 8);
+
 impl PtbEvent {
     pub const fn zeroed() -> Self {
         Self {

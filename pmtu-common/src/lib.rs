@@ -28,6 +28,8 @@ mod pod {
     unsafe impl aya::Pod for crate::event::PtbEvent {}
     unsafe impl bytemuck::Zeroable for crate::event::PtbEvent {}
     unsafe impl bytemuck::Pod for crate::event::PtbEvent {}
+    unsafe impl bytemuck::Zeroable for crate::event::CapturedPtb {}
+    unsafe impl bytemuck::Pod for crate::event::CapturedPtb {}
     unsafe impl aya::Pod for crate::policy::ClampPolicy {}
     unsafe impl aya::Pod for crate::flow::ObserverConfig {}
     unsafe impl aya::Pod for crate::flow::FlowKey {}

@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use aya_ebpf::bindings::TC_ACT_OK;
 use pmtu_common::{
-    event::{HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP},
+    event::{CAPTURE_LINK_ETHERNET, CAPTURE_LINK_L3, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP},
     parse::Link,
 };
 
@@ -36,6 +36,7 @@ pub fn pmtu_observe_xdp(ctx: XdpContext) -> u32 {
         ifindex: ctx.ingress_ifindex() as u32,
         came_in_on: 0,
         hook: HOOK_XDP,
+        link: CAPTURE_LINK_ETHERNET,
     };
     if let Some(pkt) = XdpPacket::new(&ctx) {
         observe::observe(&pkt, &pkt, Link::Ethernet, &seen);
@@ -79,6 +80,7 @@ fn observe_tc(ctx: &TcContext, l3: bool, hook: u8) -> i32 {
         ifindex: packet::skb_ifindex(ctx),
         came_in_on: if hook == HOOK_TC_EGRESS { packet::skb_ingress_ifindex(ctx) } else { 0 },
         hook,
+        link: if l3 { CAPTURE_LINK_L3 } else { CAPTURE_LINK_ETHERNET },
     };
     if let Some(pkt) = SkbPacket::new(ctx) {
         observe::observe(&pkt, &SkbLoaded(ctx), skb_link(ctx, l3), &seen);

@@ -20,6 +20,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static OBSERVER_CONFIG: Array<ObserverConfig> = Array::with_max_entries(1, 0);
 
+/// Non-zero: each PTB event carries the first bytes of its packet
+/// (`event::CapturedPtb`), for `pmtu trace --pcap`. Written by userspace;
+/// zero (a bare `PtbEvent` per event) unless asked.
+#[map]
+pub static CAPTURE: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Flows seen leaving through tc egress, least recently used evicted.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(MAX_FLOWS, 0);

@@ -1,7 +1,7 @@
 //! PTB observer: parse, validate, rate-limit, hand the event to userspace;
 //! and, at egress, remember the flows that leave.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     bindings::{
@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use pmtu_common::{
     counters, csum,
-    event::{DIR_RECEIVED, DIR_SENT, DIR_TRANSIT, HOOK_TC_EGRESS, PtbEvent},
+    event::{CAPTURE_BYTES, CapturedPtb, DIR_RECEIVED, DIR_SENT, DIR_TRANSIT, HOOK_TC_EGRESS, PtbEvent},
     flow::{FlowKey, FlowState, ObserverConfig, record_seq},
     parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, Link, NoL4, Outcome, Packet, parse_ip, parse_ptb_at, parse_sent_at, quoted_flow},
     ratelimit::{Take, new_bucket, take},
@@ -28,9 +28,10 @@ use pmtu_common::{
 use crate::{
     fib,
     maps::{
-        EVENTS, EVENT_SCRATCH, FLOWS, GLOBAL_BUCKET, IP_SCRATCH, LOCAL_ADDRS, OBSERVED, OBSERVER_CONFIG, REPORTER_BUCKETS,
+        CAPTURE, EVENTS, EVENT_SCRATCH, FLOWS, GLOBAL_BUCKET, IP_SCRATCH, LOCAL_ADDRS, OBSERVED, OBSERVER_CONFIG, REPORTER_BUCKETS,
         count,
     },
+    packet::FrameHead,
 };
 
 /// Where and how a packet was seen.
@@ -43,6 +44,8 @@ pub struct Seen {
     /// this host's own packets); 0 elsewhere.
     pub came_in_on: u32,
     pub hook: u8,
+    /// `event::CAPTURE_LINK_*`: how the frame starts, for a capture.
+    pub link: u8,
 }
 
 #[inline(always)]
@@ -90,7 +93,7 @@ fn checksums_ok<P: Packet>(pkt: &P, ip: *const Ip) -> bool {
 /// the load-bytes helper at tc, where direct reads with their helper
 /// fallback put the observer over the verifier budget (see packet.rs).
 #[inline(always)]
-pub fn observe<P: Packet, L: Packet>(pkt: &P, loaded: &L, link: Link, seen: &Seen) {
+pub fn observe<P: Packet, L: Packet + FrameHead>(pkt: &P, loaded: &L, link: Link, seen: &Seen) {
     count(counters::INSPECTED);
     let record_flows = seen.hook == HOOK_TC_EGRESS;
     let ip = match parse_ip(pkt, link) {
@@ -136,7 +139,7 @@ pub fn observe<P: Packet, L: Packet>(pkt: &P, loaded: &L, link: Link, seen: &See
 /// forwarded one is reported only if the interface it came in on is not
 /// observed (else it was reported on the way in).
 #[inline(always)]
-fn report<P: Packet>(pkt: &P, ip: *const Ip, scratch: *mut PtbEvent, seen: &Seen) {
+fn report<P: Packet + FrameHead>(pkt: &P, ip: *const Ip, scratch: *mut PtbEvent, seen: &Seen) {
     // SAFETY: a valid per-CPU map value; BPF programs are not preempted.
     let ev = unsafe { &mut *scratch };
     let egress = seen.hook == HOOK_TC_EGRESS;
@@ -184,17 +187,61 @@ fn report<P: Packet>(pkt: &P, ip: *const Ip, scratch: *mut PtbEvent, seen: &Seen
             return;
         }
     }
+    let submitted = if capture_on() { submit_captured(pkt, ev, seen.link) } else { submit(ev) };
+    if submitted {
+        count(counters::EVENTS_SUBMITTED);
+        if ev.reasons != 0 {
+            count(counters::INVALID);
+        }
+    } else {
+        count(counters::RING_LOST);
+    }
+}
+
+/// Whether userspace asked for the packets' first bytes (CAPTURE).
+#[inline(always)]
+fn capture_on() -> bool {
+    matches!(CAPTURE.get(0), Some(on) if *on != 0)
+}
+
+/// The event alone; false if the ring is full.
+#[inline(always)]
+fn submit(ev: &PtbEvent) -> bool {
     match EVENTS.reserve::<PtbEvent>(0) {
         Some(mut slot) => {
             slot.write(*ev);
             slot.submit(0);
-            count(counters::EVENTS_SUBMITTED);
-            if ev.reasons != 0 {
-                count(counters::INVALID);
-            }
+            true
         }
-        None => count(counters::RING_LOST),
+        None => false,
     }
+}
+
+/// The event and the first CAPTURE_BYTES of its frame, copied straight
+/// into the ring record (one helper call); false if the ring is full. A
+/// failed copy still submits the event, with `cap_len` 0.
+#[inline(always)]
+fn submit_captured<P: Packet + FrameHead>(pkt: &P, ev: &PtbEvent, link: u8) -> bool {
+    let Some(mut slot) = EVENTS.reserve::<CapturedPtb>(0) else {
+        return false;
+    };
+    let rec = slot.as_mut_ptr();
+    // SAFETY: `rec` is the reserved record, size_of::<CapturedPtb>() bytes
+    // of ring memory ours until submitted. Every field but `data` is
+    // written here through raw pointers (no reference to uninitialised
+    // memory is made); `data` is handed to the helper as MaybeUninit and
+    // only its first `cap_len` bytes are ever read.
+    unsafe {
+        (&raw mut (*rec).event).write(*ev);
+        (&raw mut (*rec).pkt_len).write(pkt.len() as u32);
+        (&raw mut (*rec).link).write(link);
+        (&raw mut (*rec)._pad).write(0);
+        let data = &mut *(&raw mut (*rec).data).cast::<MaybeUninit<[u8; CAPTURE_BYTES]>>();
+        let n = pkt.read_head(data);
+        (&raw mut (*rec).cap_len).write(n as u16);
+    }
+    slot.submit(0);
+    true
 }
 
 /// Sets the direction of a PTB seen arriving on `seen.ifindex`, and the way

@@ -20,7 +20,7 @@ use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},
-    helpers::generated::bpf_skb_load_bytes,
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
 use pmtu_common::parse::{Link, Packet};
@@ -294,6 +294,60 @@ impl Packet for SkbLoaded<'_> {
     #[inline(always)]
     fn is_gso(&self) -> bool {
         skb_is_gso(self.0)
+    }
+}
+
+/// The first bytes of a frame, copied in one helper call: what `pmtu trace
+/// --pcap` captures of a PTB. From offset 0 as the program sees the frame:
+/// the Ethernet header at XDP and at tc on Ethernet interfaces (tc pushes
+/// the MAC header back before running the program), the IP header at tc on
+/// L3 ones.
+pub trait FrameHead {
+    /// Copies the frame's first min(length, N) bytes into `dst`; how many,
+    /// 0 if none could be read (then `dst` is unspecified).
+    fn read_head<const N: usize>(&self, dst: &mut MaybeUninit<[u8; N]>) -> usize;
+}
+
+/// How many bytes [`FrameHead::read_head`] copies of a `len`-byte frame:
+/// min(len, N) for a frame of at least one byte (N for an empty one, which
+/// the helper then refuses), as a value the verifier knows to lie in the
+/// [1, N] a helper's size argument must have.
+///
+/// The bound comes from arithmetic, `((m - 1) & (N - 1)) + 1`, which lies
+/// in [1, N] whatever the verifier knows of `m`; a test for 0 would not do:
+/// before Linux 6.8 the verifier learns nothing from `m != 0` (only `m ==
+/// 0` makes it a constant), and LLVM moved the test anyway, to a
+/// zero-extended copy of a u32, or from an XDP frame's length to `data_end
+/// == data`, which tells the verifier nothing about the length (`R4
+/// invalid zero-sized read` on 6.18 each time). `black_box` keeps LLVM
+/// from folding the mask back into a comparison.
+#[inline(always)]
+fn head_len<const N: usize>(len: usize) -> u32 {
+    const { assert!(N.is_power_of_two() && N <= u16::MAX as usize) };
+    let m = if len >= N { N } else { len };
+    let m = core::hint::black_box(m);
+    ((m.wrapping_sub(1) & (N - 1)) + 1) as u32
+}
+
+impl FrameHead for XdpPacket<'_> {
+    #[inline(always)]
+    fn read_head<const N: usize>(&self, dst: &mut MaybeUninit<[u8; N]>) -> usize {
+        let n = head_len::<N>(xdp_len(self.ctx.ctx));
+        // SAFETY: the helper writes n <= N bytes into `dst`, N bytes of
+        // uninitialised memory it accepts (ARG_PTR_TO_UNINIT_MEM), and
+        // fails without reading past the frame.
+        let ret = unsafe { bpf_xdp_load_bytes(self.ctx.ctx, 0, dst.as_mut_ptr().cast::<c_void>(), n) };
+        if ret == 0 { n as usize } else { 0 }
+    }
+}
+
+impl FrameHead for SkbLoaded<'_> {
+    #[inline(always)]
+    fn read_head<const N: usize>(&self, dst: &mut MaybeUninit<[u8; N]>) -> usize {
+        let n = head_len::<N>(self.0.len() as usize);
+        // SAFETY: as for XDP; bpf_skb_load_bytes also reads paged data.
+        let ret = unsafe { bpf_skb_load_bytes(self.0.skb.skb.cast(), 0, dst.as_mut_ptr().cast::<c_void>(), n) };
+        if ret == 0 { n as usize } else { 0 }
     }
 }
 

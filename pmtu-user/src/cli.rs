@@ -8,6 +8,7 @@ use pmtu_common::flow::ObserverConfig;
 use crate::{
     clamp::{ClampMode, ClampOptions},
     loader::IngressHook,
+    pcap::{DEFAULT_PCAP_KEEP, DEFAULT_PCAP_MAX_BYTES, MIN_PCAP_MAX_BYTES, PcapSettings},
     trace::TraceOptions,
 };
 
@@ -174,9 +175,51 @@ pub struct TraceArgs {
     /// Event ring size in KiB (a power of two, at least 4).
     #[arg(long, value_name = "KIB", value_parser = parse_ring_kib)]
     pub ring_kib: Option<u32>,
+    /// Also write each PTB's packet, as seen when it was (its first 256
+    /// bytes, the kernel's timestamp), to this pcap file for tcpdump -r or
+    /// tshark -r: IP packets (LINKTYPE_RAW), Ethernet and VLAN headers cut
+    /// off. A file already there is rotated out first.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Rotate the pcap file before it grows past this size: FILE becomes
+    /// FILE.1, FILE.1 FILE.2, and so on (bytes; K, M, G suffixes for KiB,
+    /// MiB, GiB).
+    #[arg(long, value_name = "N", requires = "pcap", value_parser = parse_bytes, default_value = "64M")]
+    pub pcap_max_bytes: u64,
+    /// Rotated pcap files kept (FILE.1 .. FILE.N), the oldest dropped; 0
+    /// keeps none.
+    #[arg(long, value_name = "N", requires = "pcap", default_value_t = DEFAULT_PCAP_KEEP,
+          value_parser = clap::value_parser!(u32).range(..=1000))]
+    pub pcap_keep: u32,
 }
 
 use crate::plan::DEFAULT_MAX_DESTINATIONS_NZ;
+
+/// A size in bytes, with an optional binary K, M or G suffix; at least
+/// MIN_PCAP_MAX_BYTES.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_uppercase()),
+        _ => (s, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return Err(format!("{s:?}: the suffix may be K, M or G")),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a number of bytes"))?;
+    let bytes = n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes < MIN_PCAP_MAX_BYTES {
+        return Err(format!("{bytes} bytes is too small for a pcap file: at least {MIN_PCAP_MAX_BYTES}"));
+    }
+    Ok(bytes)
+}
+
+// The default spelled for clap must be the constant.
+const _: () = assert!(DEFAULT_PCAP_MAX_BYTES == 64 << 20);
+
 
 pub fn parse_ring_kib(s: &str) -> Result<u32, String> {
     let kib: u32 = s.parse().map_err(|_| format!("{s:?} is not a number of KiB"))?;
@@ -262,6 +305,7 @@ impl From<TraceArgs> for TraceOptions {
             accept_unvalidated: a.accept_unvalidated,
             config: crate::plan::observer_config(a.flow_timeout, a.rate_per_reporter, a.rate_global),
             ring_bytes: a.ring_kib.map(|k| k * 1024),
+            pcap: a.pcap.map(|path| PcapSettings { path, max_bytes: a.pcap_max_bytes, keep: a.pcap_keep }),
         }
     }
 }
@@ -289,6 +333,35 @@ mod tests {
         assert_eq!(t.expires, None, "the host's sysctls unless given");
         assert!(!t.kernel);
         assert_eq!(t.max_destinations.get(), 65_536);
+    }
+
+    #[test]
+    fn pcap_arguments() {
+        let cli = Cli::try_parse_from(["pmtu", "trace", "-i", "eth0"]).unwrap();
+        let Command::Trace(t) = cli.command else { panic!("not trace") };
+        assert_eq!(TraceOptions::from(t).pcap, None);
+        let cli = Cli::try_parse_from(["pmtu", "trace", "-i", "eth0", "--pcap", "/tmp/p.pcap"]).unwrap();
+        let Command::Trace(t) = cli.command else { panic!("not trace") };
+        assert_eq!(
+            TraceOptions::from(t).pcap,
+            Some(PcapSettings { path: "/tmp/p.pcap".into(), max_bytes: DEFAULT_PCAP_MAX_BYTES, keep: DEFAULT_PCAP_KEEP })
+        );
+        let cli = Cli::try_parse_from([
+            "pmtu", "trace", "-i", "eth0", "--pcap", "p", "--pcap-max-bytes", "8k", "--pcap-keep", "0",
+        ])
+        .unwrap();
+        let Command::Trace(t) = cli.command else { panic!("not trace") };
+        assert_eq!(TraceOptions::from(t).pcap, Some(PcapSettings { path: "p".into(), max_bytes: 8192, keep: 0 }));
+        for args in [
+            &["pmtu", "trace", "-i", "eth0", "--pcap-max-bytes", "1M"][..],
+            &["pmtu", "trace", "-i", "eth0", "--pcap-keep", "2"],
+            &["pmtu", "trace", "-i", "eth0", "--pcap", "p", "--pcap-max-bytes", "4095"],
+            &["pmtu", "trace", "-i", "eth0", "--pcap", "p", "--pcap-max-bytes", "1T"],
+            &["pmtu", "trace", "-i", "eth0", "--pcap", "p", "--pcap-max-bytes", "99999999999G"],
+            &["pmtu", "trace", "-i", "eth0", "--pcap", "p", "--pcap-keep", "1001"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
     }
 
     #[test]

@@ -3,19 +3,47 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use pmtu_common::{
-    event::{DIR_RECEIVED, DIR_SENT, DIR_TRANSIT, FLAG_MTU_ESTIMATED, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent},
+    event::{
+        CAPTURE_BYTES, CAPTURE_LINK_ETHERNET, CAPTURE_LINK_L3, CapturedPtb, DIR_RECEIVED, DIR_SENT, DIR_TRANSIT,
+        FLAG_MTU_ESTIMATED, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent,
+    },
     validate::REASON_NAMES,
 };
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("ring record is {got} bytes, expected {expected}")]
+    #[error("ring record is {got} bytes, expected {expected} (or {} with the packet's first bytes)", size_of::<CapturedPtb>())]
     Size { got: usize, expected: usize },
     #[error("unknown address family {0}")]
     Family(u8),
     #[error("unknown hook {0}")]
     Hook(u8),
+    #[error("unknown capture link type {0}")]
+    Link(u8),
+    #[error("a capture of {cap_len} bytes of a {pkt_len}-byte frame")]
+    Capture { cap_len: u16, pkt_len: u32 },
+}
+
+/// How a captured frame starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CaptureLink {
+    /// With its Ethernet header (and any VLAN tags): XDP, and tc on
+    /// Ethernet interfaces.
+    Ethernet,
+    /// With the IP header: tc on interfaces without a link-layer header.
+    L3,
+}
+
+/// The first bytes of the frame a PTB came in, as the hook saw it
+/// (`pmtu trace --pcap`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capture {
+    pub link: CaptureLink,
+    /// The frame's whole length.
+    pub orig_len: u32,
+    /// Its first min(`orig_len`, CAPTURE_BYTES) bytes.
+    pub data: Vec<u8>,
 }
 
 /// Where an event was seen.
@@ -82,6 +110,9 @@ pub struct Ptb {
     pub direction: Direction,
     /// For a transit message: the interface it leaves by, when known.
     pub out_ifindex: Option<u32>,
+    /// The packet's first bytes, when the observer was asked for them
+    /// (`Programs::set_capture`) and could copy them.
+    pub capture: Option<Capture>,
 }
 
 impl Ptb {
@@ -108,10 +139,20 @@ fn addr(family: u8, raw: [u8; 16]) -> IpAddr {
     }
 }
 
-/// Decodes one ring-buffer record. The record is copied out with bytemuck
-/// (ring records are only 8-byte aligned by the kernel's own layout, and a
-/// copy keeps this independent of that).
+/// Decodes one ring-buffer record: a `PtbEvent`, or a `CapturedPtb` (the
+/// event and its packet's first bytes), told apart by length. The record
+/// is copied out with bytemuck (ring records are only 8-byte aligned by
+/// the kernel's own layout, and a copy keeps this independent of that).
 pub fn decode(record: &[u8]) -> Result<Ptb, DecodeError> {
+    if record.len() == size_of::<CapturedPtb>() {
+        let raw: CapturedPtb = bytemuck::try_pod_read_unaligned(record).map_err(|_| DecodeError::Size {
+            got: record.len(),
+            expected: size_of::<PtbEvent>(),
+        })?;
+        let mut ptb = decode_event(&raw.event)?;
+        ptb.capture = decode_capture(&raw)?;
+        return Ok(ptb);
+    }
     let raw: PtbEvent = bytemuck::try_pod_read_unaligned(record).map_err(|_| DecodeError::Size {
         got: record.len(),
         expected: size_of::<PtbEvent>(),
@@ -152,7 +193,26 @@ pub fn decode_event(raw: &PtbEvent) -> Result<Ptb, DecodeError> {
             _ => Direction::Unknown,
         },
         out_ifindex: (raw.out_ifindex != 0).then_some(raw.out_ifindex),
+        capture: None,
     })
+}
+
+/// The captured bytes of a record; `None` if the kernel could not copy
+/// them (`cap_len` 0).
+fn decode_capture(raw: &CapturedPtb) -> Result<Option<Capture>, DecodeError> {
+    let link = match raw.link {
+        CAPTURE_LINK_ETHERNET => CaptureLink::Ethernet,
+        CAPTURE_LINK_L3 => CaptureLink::L3,
+        other => return Err(DecodeError::Link(other)),
+    };
+    let len = usize::from(raw.cap_len);
+    if len > CAPTURE_BYTES || u32::from(raw.cap_len) > raw.pkt_len {
+        return Err(DecodeError::Capture { cap_len: raw.cap_len, pkt_len: raw.pkt_len });
+    }
+    if len == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Capture { link, orig_len: raw.pkt_len, data: raw.data[..len].to_vec() }))
 }
 
 #[cfg(test)]
@@ -201,6 +261,45 @@ mod tests {
         let ptb = decode_event(&raw).unwrap();
         assert_eq!(ptb.verdict(), "invalid");
         assert_eq!(ptb.reason_names(), ["not-smaller", "unknown-flow"]);
+    }
+
+    fn captured(raw: PtbEvent, link: u8, pkt_len: u32, cap_len: u16) -> CapturedPtb {
+        let mut data = [0u8; CAPTURE_BYTES];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        CapturedPtb { event: raw, pkt_len, cap_len, link, _pad: 0, data }
+    }
+
+    #[test]
+    fn a_captured_record_carries_its_packet() {
+        let rec = captured(raw_v4(), CAPTURE_LINK_ETHERNET, 590, 256);
+        let ptb = decode(bytemuck::bytes_of(&rec)).unwrap();
+        let cap = ptb.capture.as_ref().unwrap();
+        assert_eq!((cap.link, cap.orig_len, cap.data.len()), (CaptureLink::Ethernet, 590, 256));
+        assert_eq!(cap.data[..4], [0, 1, 2, 3]);
+        // Everything else as from the bare event.
+        assert_eq!(Ptb { capture: None, ..ptb }, decode(bytemuck::bytes_of(&raw_v4())).unwrap());
+
+        let rec = captured(raw_v4(), CAPTURE_LINK_L3, 96, 96);
+        let cap = decode(bytemuck::bytes_of(&rec)).unwrap().capture.unwrap();
+        assert_eq!((cap.link, cap.data.len()), (CaptureLink::L3, 96));
+        // A copy that failed: the event without a capture.
+        let rec = captured(raw_v4(), CAPTURE_LINK_L3, 96, 0);
+        assert_eq!(decode(bytemuck::bytes_of(&rec)).unwrap().capture, None);
+    }
+
+    #[test]
+    fn rejects_impossible_captures() {
+        let rec = captured(raw_v4(), 7, 96, 96);
+        assert_eq!(decode(bytemuck::bytes_of(&rec)), Err(DecodeError::Link(7)));
+        let rec = captured(raw_v4(), CAPTURE_LINK_L3, 96, 97);
+        assert_eq!(decode(bytemuck::bytes_of(&rec)), Err(DecodeError::Capture { cap_len: 97, pkt_len: 96 }));
+        let rec = captured(raw_v4(), CAPTURE_LINK_L3, 9000, 257);
+        assert_eq!(decode(bytemuck::bytes_of(&rec)), Err(DecodeError::Capture { cap_len: 257, pkt_len: 9000 }));
+        let rec = captured(raw_v4(), CAPTURE_LINK_L3, 96, 96);
+        let bytes = bytemuck::bytes_of(&rec);
+        assert_eq!(decode(&bytes[..367]), Err(DecodeError::Size { got: 367, expected: 104 }));
     }
 
     #[test]

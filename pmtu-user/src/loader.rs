@@ -64,6 +64,8 @@ pub const PROG_CLAMP_EGRESS_L3: &str = "pmtu_clamp_tc_egress_l3";
 pub const MAP_CLAMP_POLICY: &str = "CLAMP_POLICY";
 pub const MAP_CLAMP_COUNTERS: &str = "CLAMP_COUNTERS";
 pub const MAP_OBSERVER_CONFIG: &str = "OBSERVER_CONFIG";
+/// Non-zero: events carry their packet's first bytes (`pmtu trace --pcap`).
+pub const MAP_CAPTURE: &str = "CAPTURE";
 pub const MAP_OBSERVED: &str = "OBSERVED";
 pub const MAP_LOCAL_ADDRS: &str = "LOCAL_ADDRS";
 
@@ -273,6 +275,7 @@ const PINNED_MAPS: &[&str] = &[
     MAP_LOCAL_ADDRS,
     MAP_CLAMP_POLICY,
     MAP_CLAMP_COUNTERS,
+    MAP_CAPTURE,
 ];
 
 /// The daemon's pins: its own ABI directory, and others found there (from a
@@ -771,6 +774,15 @@ impl Programs {
             out.push(entry.context("reading the clamp policies")?);
         }
         Ok(out)
+    }
+
+    /// Whether the observer's events carry the first bytes of their packet
+    /// (`event::CapturedPtb`, 376 bytes of ring a record instead of 112).
+    pub fn set_capture(&mut self, on: bool) -> anyhow::Result<()> {
+        let map = self.ebpf.map_mut(MAP_CAPTURE).context("CAPTURE map missing")?;
+        let mut array: Array<&mut MapData, u32> = Array::try_from(map)?;
+        array.set(0, u32::from(on), 0).context("switching packet capture")?;
+        Ok(())
     }
 
     /// Sets the clamp policy for packets on interface `index`.

@@ -841,6 +841,7 @@ mod tests {
             reasons,
             direction,
             out_ifindex: None,
+            capture: None,
         }
     }
 

@@ -81,6 +81,8 @@ impl Supervisor {
         };
         if plan.traces() || plan.daemon.is_some() {
             programs.set_observer_config(plan.observer)?;
+            // Events carry their packet's first bytes only for a pcap.
+            programs.set_capture(plan.pcap.is_some())?;
         }
         let mut slots = Slots::new(MAX_IFACES);
         let mut prior_slots = HashMap::new();

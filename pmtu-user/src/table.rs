@@ -563,6 +563,7 @@ mod tests {
             reasons: 0,
             direction: Direction::Received,
             out_ifindex: None,
+            capture: None,
         }
     }
 

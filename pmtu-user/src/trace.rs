@@ -22,6 +22,7 @@ use crate::{
     iface::{Interfaces, Prepared},
     kernel_cache::{self, KernelCache, Sysctls},
     loader::{IngressHook, ifname},
+    pcap::{PcapOutput, PcapSettings},
     plan::{IfacePlan, IfaceRule, Plan, TableSettings},
     render::{self, Shown, Totals},
     stop::{Stop, Wake},
@@ -46,6 +47,8 @@ pub struct TraceOptions {
     pub config: ObserverConfig,
     /// Event ring size in bytes (None: the object's 256 KiB).
     pub ring_bytes: Option<u32>,
+    /// `--pcap`: each PTB's packet to this file as well.
+    pub pcap: Option<PcapSettings>,
 }
 
 /// How long the kernel lookups for one table may take in all; the rest are
@@ -121,14 +124,6 @@ pub(crate) fn event_line(seen: &Seen<'_>, clock: &WallClock, json: bool) -> Stri
     }
 }
 
-/// A sink printing each event on `out`.
-fn print_events(json: bool) -> impl FnMut(&Seen<'_>, &WallClock) -> io::Result<()> {
-    move |seen, clock| {
-        let mut out = io::stdout().lock();
-        writeln!(out, "{}", event_line(seen, clock, json))?;
-        out.flush()
-    }
-}
 
 /// Where a write to stdout failed. A reader that left (EPIPE: `| head`)
 /// ends the trace quietly; anything else (ENOSPC, EIO: `> /dev/full`) is an
@@ -236,7 +231,7 @@ impl TraceOptions {
             },
             observer: self.config,
             ring_bytes: self.ring_bytes,
-            pcap: None,
+            pcap: self.pcap.clone(),
             daemon: None,
         }
     }
@@ -259,6 +254,9 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         eprintln!("pmtu: {note}");
     }
     let rules = sysctls.rules(opts.expires_secs);
+    // Opened before anything is attached: a path that cannot be written is
+    // an error up front.
+    let mut pcap = opts.pcap.as_ref().map(PcapOutput::create).transpose()?;
     let mut supervisor = Supervisor::load(plan)?;
     // This host's addresses, so the kernel can tell received PTBs from
     // transit and not-for-us ones; kept up to date while tracing.
@@ -278,7 +276,18 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     // as long as the AsyncFd holds it.
     let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the event ring")?;
     let mut consumer = Consumer::new(Table::with_rules(opts.max_destinations, rules, opts.accept_unvalidated));
-    let mut sink = print_events(opts.json);
+    let json = opts.json;
+    let mut sink = |seen: &Seen<'_>, clock: &WallClock| -> io::Result<()> {
+        {
+            let mut out = io::stdout().lock();
+            writeln!(out, "{}", event_line(seen, clock, json))?;
+            out.flush()?;
+        }
+        if let Some(p) = pcap.as_mut() {
+            p.record(seen.ptb, clock);
+        }
+        Ok(())
+    };
     let mut kernel_cache = None;
     // Why the loop ended early: stdout failed, or link events could not be
     // followed.
@@ -346,12 +355,13 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     {
         stdout_err = Some(e);
     }
+    let pcap = pcap.take().map_or(Ok(()), PcapOutput::finish);
     if let Some(e) = stdout_err {
         // No table: stdout is where it would go.
         return match (failure, output_failure(e)) {
             (Some(f), _) => Err(f),
             (None, Some(e)) => Err(e),
-            (None, None) => Ok(()),
+            (None, None) => pcap,
         };
     }
 
@@ -373,5 +383,5 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
             None => err,
         });
     }
-    failure.map_or(Ok(()), Err)
+    failure.map_or(pcap, Err)
 }

@@ -5,7 +5,7 @@
 use std::{fs, path::PathBuf};
 
 use pmtu_common::{
-    event::PtbEvent,
+    event::{CAPTURE_BYTES, CAPTURE_LINK_ETHERNET, CapturedPtb, PtbEvent},
     parse::{Link, Outcome, SlicePacket, parse_ptb},
 };
 use pmtu_tests::{cases::corpus, clamp_cases::clamp_corpus};
@@ -26,6 +26,18 @@ fn main() {
             ev.ts_ns = 1_000_000_000 * (records.len() as u64 / 104 + 1);
             write("ring_record", &case.name, bytemuck::bytes_of(&ev));
             records.extend_from_slice(bytemuck::bytes_of(&ev));
+            // The same event with its frame, as `pmtu trace --pcap` has it.
+            let cap = case.frame.len().min(CAPTURE_BYTES);
+            let mut rec = CapturedPtb {
+                event: ev,
+                pkt_len: case.frame.len() as u32,
+                cap_len: cap as u16,
+                link: CAPTURE_LINK_ETHERNET,
+                _pad: 0,
+                data: [0; CAPTURE_BYTES],
+            };
+            rec.data[..cap].copy_from_slice(&case.frame[..cap]);
+            write("ring_record", &format!("captured {}", case.name), bytemuck::bytes_of(&rec));
         }
     }
     for case in clamp_corpus() {
@@ -47,6 +59,7 @@ fn main() {
     for (name, line) in [
         ("trace", "trace\0-i\0eth0\0--json\0--duration\x002.5"),
         ("trace all", "trace\0-i\0eth0\0-i\0eth1\0--hook\0tc\0--expires\060\0--max-destinations\0100\0--accept-unvalidated\0--rate-per-reporter\00\0--ring-kib\064"),
+        ("trace pcap", "trace\0-i\0eth0\0--pcap\0/tmp/p.pcap\0--pcap-max-bytes\08M\0--pcap-keep\02"),
         ("clamp", "clamp\0-i\0eth0\0--set-mss\01200\0--json"),
         ("clamp pmtu", "clamp\0-i\0eth0\0--to-pmtu\0--duration\01"),
         ("bad", "trace\0--duration\0-1\0-i"),

@@ -48,6 +48,12 @@ pub fn ring_record(data: &[u8]) {
         let v: serde_json::Value = serde_json::from_str(&json).expect("event JSON parses");
         assert!(v["verdict"] == "valid" || v["verdict"] == "invalid");
         let _ = event_text(&ptb, "eth0", &clock);
+        if let Some(cap) = &ptb.capture {
+            // What `--pcap` would write: the IP packet within the capture.
+            if let Ok((ip, len)) = pmtu_user::pcap::ip_packet(&cap.data, cap.orig_len, cap.link) {
+                assert!(!ip.is_empty() && ip.len() <= cap.data.len() && len <= cap.orig_len);
+            }
+        }
     }
 }
 

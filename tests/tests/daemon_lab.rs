@@ -84,6 +84,7 @@ impl Drop for Scratch {
         if !umount.as_ref().is_ok_and(|s| s.success()) {
             eprintln!("umount {}: {umount:?}", self.bpffs.display());
         }
+        if std::env::var_os("PMTU_KEEP_SCRATCH").is_some() { return; }
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             eprintln!("removing {}: {e}", self.dir.display());
         }
@@ -229,7 +230,7 @@ fn daemon_outlives_sigkill_adopts_reloads_and_detaches() {
     }
     let lab = BlackHoleLab::build().unwrap();
     let s = Scratch::new("daemon");
-    write_config(&s, 1300, "");
+    write_config(&s, 1300, &format!("pcap = \"{}\"", s.pcap().display()));
     let out = Command::new(pmtu_tests::pmtu_bin()).arg("check-config").arg(s.config()).output().unwrap();
     assert!(out.status.success(), "check-config: {}", String::from_utf8_lossy(&out.stderr));
 
@@ -318,7 +319,7 @@ fn daemon_outlives_sigkill_adopts_reloads_and_detaches() {
     std::thread::scope(|scope| {
         let long = scope.spawn(|| lab.transfer(BlackHoleLab::SERVER_V4, 5103, 8 * MB2, Duration::from_secs(60)).unwrap());
         std::thread::sleep(Duration::from_millis(300));
-        write_config(&s, 1200, "");
+        write_config(&s, 1200, &format!("pcap = \"{}\"", s.pcap().display()));
         daemon.signal(libc::SIGHUP);
         daemon.wait_for_stderr("clamping MSS to 1200 (was to 1300)", GO);
         let (mss, done) = transfer_with_capture(&lab, 5104);
@@ -351,8 +352,11 @@ fn daemon_outlives_sigkill_adopts_reloads_and_detaches() {
         assert!(!shown.status.success(), "program {id} still loaded: {}", String::from_utf8_lossy(&shown.stdout));
     }
 
-    // The capture: every observed PTB, as tshark reads it.
-    // pcap_has_frag_needed(&s.pcap());
+    // The capture: every observed PTB, as tshark reads it. The restarted
+    // daemon rotated the first daemon's file to ptb.pcap.1.
+    let rotated = s.dir.join("ptb.pcap.1");
+    assert!(rotated.exists(), "the restart rotates the previous file");
+    pcap_has_frag_needed(&rotated);
 }
 
 fn pcap_has_frag_needed(path: &Path) {
@@ -364,7 +368,10 @@ fn pcap_has_frag_needed(path: &Path) {
         .expect("tshark (installed by cargo xtask test)");
     assert!(out.status.success(), "tshark -r: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["3", "4", "1400"]), "tshark:\n{text}");
+    // Each field lists the outer ICMP's value first, then the quoted
+    // packet's (the ping's echo request: type 8, code 0).
+    let outer = |l: &str| -> Vec<String> { l.split('\t').map(|f| f.split(',').next().unwrap_or("").to_string()).collect() };
+    assert!(text.lines().any(|l| outer(l) == ["3", "4", "1400"]), "tshark:\n{text}");
 }
 
 /// A namespace with one veth pair, for the config errors.

@@ -9,14 +9,14 @@ use aya::{
 };
 use pmtu_common::{
     counters::{self, COUNT, NAMES},
-    event::{DIR_RECEIVED, DIR_SENT, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent},
+    event::{CAPTURE_BYTES, CAPTURE_LINK_ETHERNET, CapturedPtb, DIR_RECEIVED, DIR_SENT, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent},
     flow::ObserverConfig,
     parse::Outcome,
     validate::{REASON_NOT_FOR_US, REASON_RATE_LIMITED, REASON_SEQ_OUTSIDE, REASON_UNKNOWN_FLOW},
 };
 use pmtu_tests::{
     cases::{Case, Expect, corpus, ptb4, ptb6},
-    frames::{ACK, ETH_P_IP, ETH_P_IPV6, V4, eth, frag_needed, quote_v4, tcp, udp_head},
+    frames::{ACK, ETH_P_IP, ETH_P_IPV6, TPID_8021AD, TPID_8021Q, V4, eth, frag_needed, quote_v4, tcp, udp_head},
     require_root,
 };
 use pmtu_user::{
@@ -128,6 +128,12 @@ impl Harness {
     /// Runs `prog` once on `frame`; returns the ring records it produced and
     /// the counter deltas, after checking the verdict and the output bytes.
     fn run(&mut self, prog: Prog, frame: &[u8], what: &str) -> (Vec<PtbEvent>, [i64; COUNT as usize]) {
+        let (records, delta) = self.run_raw(prog, frame, what);
+        (records.iter().map(|r| bytemuck::pod_read_unaligned::<PtbEvent>(r)).collect(), delta)
+    }
+
+    /// [`Harness::run`], with the ring records as they came.
+    fn run_raw(&mut self, prog: Prog, frame: &[u8], what: &str) -> (Vec<Vec<u8>>, [i64; COUNT as usize]) {
         let before = self.observer.counters().unwrap();
         let mut out = vec![0u8; frame.len() + 256];
         let ebpf = self.observer.ebpf_mut();
@@ -143,7 +149,7 @@ impl Harness {
 
         let mut records = Vec::new();
         while let Some(item) = self.ring.next() {
-            records.push(bytemuck::pod_read_unaligned::<PtbEvent>(&item));
+            records.push(item.to_vec());
         }
         let after = self.observer.counters().unwrap();
         let mut delta = [0i64; COUNT as usize];
@@ -345,6 +351,102 @@ fn a_full_ring_is_counted_not_lost_silently() {
     })
 }
 
+/// With capture on (`pmtu trace --pcap`), every program's record for a
+/// PTB is the same event followed by the frame from its first byte (the
+/// Ethernet header and its VLAN tags included), its length and how much of
+/// it was copied: every PTB of the corpus, a long one and tagged ones.
+#[test]
+fn every_program_captures_the_frame_it_saw() {
+    if !require_root("every_program_captures_the_frame_it_saw") {
+        return;
+    }
+    in_lab(|| {
+        // One set of programs, capture switched per run: a second load
+        // would only add verifier time to the tests running alongside.
+        let mut h = Harness::new();
+        let long = {
+            let mut quote = quote_v4("192.168.5.1", "192.168.7.2", 17, 1500, udp_head(40000, 53));
+            quote.extend((0..520).map(|i| i as u8));
+            V4::new("192.168.5.2", "192.168.5.1", 1).build(&frag_needed(1370, &quote))
+        };
+        let mut frames: Vec<(String, Vec<u8>)> = corpus()
+            .into_iter()
+            .filter(|c| matches!(c.expect, Expect::Ptb(_)) && c.frame.len() >= 14)
+            .map(|c| (c.name.to_string(), c.frame))
+            .collect();
+        frames.push(("long v4 PTB".into(), eth(&[], ETH_P_IP, &long)));
+        frames.push(("long v4 PTB in QinQ".into(), eth(&[TPID_8021AD, TPID_8021Q], ETH_P_IP, &long)));
+        assert!(frames.len() > 20, "{} PTB frames", frames.len());
+        let mut failures = Vec::new();
+        for (name, frame) in &frames {
+            for prog in Prog::ALL {
+                let what = format!("{name} [{}]", prog.name());
+                h.observer.set_capture(false).unwrap();
+                let (want, _) = h.run(prog, frame, &what);
+                h.observer.set_capture(true).unwrap();
+                let (records, delta) = h.run_raw(prog, frame, &what);
+                let [record] = records.as_slice() else {
+                    failures.push(format!("{what}: {} records", records.len()));
+                    continue;
+                };
+                if record.len() != size_of::<CapturedPtb>() {
+                    failures.push(format!("{what}: a record of {} bytes", record.len()));
+                    continue;
+                }
+                let rec: CapturedPtb = bytemuck::pod_read_unaligned(record);
+                let cap = frame.len().min(CAPTURE_BYTES);
+                let same_event = want.len() == 1 && PtbEvent { ts_ns: 0, ..rec.event } == PtbEvent { ts_ns: 0, ..want[0] };
+                if !same_event {
+                    failures.push(format!("{what}: event {:?}, without capture {want:?}", rec.event));
+                }
+                if (rec.pkt_len, rec.cap_len, rec.link) != (frame.len() as u32, cap as u16, CAPTURE_LINK_ETHERNET) {
+                    failures.push(format!("{what}: pkt_len {} cap_len {} link {}", rec.pkt_len, rec.cap_len, rec.link));
+                } else if rec.data[..cap] != frame[..cap] {
+                    failures.push(format!("{what}: captured bytes differ from the frame's"));
+                }
+                if delta[counters::EVENTS_SUBMITTED as usize] != 1 {
+                    failures.push(format!("{what}: counters {}", show(&delta)));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    })
+}
+
+/// A full ring of captured records (376 bytes each with the kernel's
+/// header) is counted as such too: submitted + lost = PTBs.
+#[test]
+fn a_full_ring_of_captures_is_counted() {
+    if !require_root("a_full_ring_of_captures_is_counted") {
+        return;
+    }
+    in_lab(|| {
+        let mut observer = Programs::load(Role::Observer, Some(4096)).expect("load with a one-page ring");
+        corpus_addresses_are_local(&mut observer);
+        observer.set_observer_config(ObserverConfig { reporter_rate: 0, global_rate: 0, ..ObserverConfig::DEFAULT }).unwrap();
+        observer.set_capture(true).unwrap();
+        let frame = eth(&[], ETH_P_IP, &ptb4(1370));
+        let runs = 50u32;
+        let prog: &mut SchedClassifier = observer.ebpf_mut().program_mut(PROG_TC_INGRESS).unwrap().try_into().unwrap();
+        let res = prog.test_run(TestRunOptions { data_in: Some(&frame), repeat: runs, ..Default::default() }).unwrap();
+        assert_eq!(res.return_value, TC_NEXT);
+        let c: Counters = observer.counters().unwrap();
+        let submitted = c.get(counters::EVENTS_SUBMITTED);
+        let lost = c.get(counters::RING_LOST);
+        assert_eq!(c.get(counters::PTB_V4), runs as u64);
+        assert_eq!(submitted + lost, runs as u64, "every PTB is either submitted or counted lost");
+        // 4096 bytes hold 10 records of 368 + 8 bytes.
+        assert!(lost > 0 && (1..=10).contains(&submitted), "submitted {submitted} lost {lost}");
+        let mut ring = observer.take_events().unwrap();
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            assert_eq!(item.len(), size_of::<CapturedPtb>());
+            n += 1;
+        }
+        assert_eq!(n, submitted);
+    })
+}
+
 /// The verifier's work per program stays far from its 1M-instruction limit
 /// and from the state explosion a precise packet offset once caused (224k);
 /// this is a count, not a time, so it is stable across machines.
@@ -422,8 +524,11 @@ fn rate_limits_suppress_and_count() {
         return;
     }
     in_lab(|| {
-        // 10 events/s per reporter with a burst of 5; no global limit.
-        let mut h = Harness::with_config(ObserverConfig { reporter_rate: 10, reporter_burst: 5, global_rate: 0, ..ObserverConfig::DEFAULT });
+        // 1 event/s per reporter with a burst of 5; no global limit. (At
+        // 10/s a token came back whenever the run was descheduled for 100 ms,
+        // which happened with the other tests loading programs alongside
+        // on two CPUs: 7 events.)
+        let mut h = Harness::with_config(ObserverConfig { reporter_rate: 1, reporter_burst: 5, global_rate: 0, ..ObserverConfig::DEFAULT });
         let frame = eth(&[], ETH_P_IP, &ptb4(1370));
         let prog: &mut Xdp = h.observer.ebpf_mut().program_mut(PROG_XDP).unwrap().try_into().unwrap();
         prog.test_run(TestRunOptions { data_in: Some(&frame), repeat: 20, ..Default::default() }).unwrap();

@@ -61,6 +61,16 @@ fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
+/// Where cargo puts what it builds: `$CARGO_TARGET_DIR` (relative to the
+/// workspace, as cargo reads it here) if set, else `target/`.
+fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
@@ -78,7 +88,7 @@ fn build() -> anyhow::Result<PathBuf> {
     setup::toolchain()?;
     let root = workspace_root();
     run(cargo().current_dir(&root).args(["build", "--release", "--locked", "-p", "pmtu-user"]))?;
-    let bin = root.join("target/release/pmtu");
+    let bin = target_dir().join("release/pmtu");
     if !bin.exists() {
         bail!("{} was not produced", bin.display());
     }
@@ -109,7 +119,7 @@ fn main() -> anyhow::Result<()> {
             let bin = build()?;
             let root = workspace_root();
             run(cargo().current_dir(&root).args(["build", "--release", "--locked", "-p", "pmtu-tests", "--bin", "pmtu-bench"]))?;
-            let mut cmd = Command::new(root.join("target/release/pmtu-bench"));
+            let mut cmd = Command::new(target_dir().join("release/pmtu-bench"));
             cmd.current_dir(&root).env("PMTU_BIN", &bin);
             if quick {
                 cmd.arg("--quick");

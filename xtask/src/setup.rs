@@ -25,7 +25,7 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     // `pmtu detach` leaves no program loaded: checked with bpftool.
     ("bpftool", "bpftool"),
-    // The daemon's pcap is read back with tshark.
+    // `pmtu trace --pcap` and the daemon's pcap are read back with tshark (and tcpdump).
     ("tshark", "tshark"),
 ];
 

@@ -14,7 +14,7 @@ pub fn run(root: &Path, bin: &Path, secs: u64) -> anyhow::Result<()> {
     if !status.success() {
         bail!("building the soak driver failed: {status}");
     }
-    let status = Command::new(root.join("target/release/pmtu-soak"))
+    let status = Command::new(crate::target_dir().join("release/pmtu-soak"))
         .args(["--secs", &secs.to_string()])
         .env("PMTU_BIN", bin)
         .status()

@@ -44,6 +44,7 @@ pub fn feed(n: u64) -> MemoryPoint {
             reasons: 0,
             direction: pmtu_user::decode::Direction::Received,
             out_ifindex: None,
+            capture: None,
         });
     }
     MemoryPoint {
