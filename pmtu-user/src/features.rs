@@ -46,13 +46,36 @@ fn force_legacy_tc() -> bool {
 
 fn probe() -> anyhow::Result<Features> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    let ring_buf = aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false);
+    // aya's probe answers "unsupported" for any refusal, EPERM included,
+    // and some map types are open to unprivileged users: without CAP_BPF
+    // (or CAP_SYS_ADMIN) say so, rather than blame the kernel.
+    if !bpf_capable() {
+        let refused = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EPERM))
+            .context("no CAP_BPF or CAP_SYS_ADMIN in this process");
+        return Err(crate::loader::explain(refused));
+    }
+    let supported = |t| aya::sys::is_map_supported(t).map_err(|e| anyhow!(e).context("probing BPF map types"));
+    let ring_buf = supported(MapType::RingBuf)?;
     let tcx = !force_legacy_tc() && tcx_supported();
     let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
     let mut f = Features { kernel, ring_buf, tcx, fib_skip_neigh: false, btf };
     f.require()?;
-    f.fib_skip_neigh = probe_fib_skip_neigh().context("probing bpf_fib_lookup's flags")?;
+    f.fib_skip_neigh = probe_fib_skip_neigh().context("probing bpf_fib_lookup's flags").map_err(crate::loader::explain)?;
     Ok(f)
+}
+
+/// True if this process has CAP_BPF (39) or CAP_SYS_ADMIN (21) in its
+/// effective set (/proc/self/status CapEff).
+fn bpf_capable() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    eff & (1 << CAP_BPF) != 0 || eff & (1 << CAP_SYS_ADMIN) != 0
 }
 
 /// BPF_PROG_QUERY for TCX on loopback: kernels without TCX reject the

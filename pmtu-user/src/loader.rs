@@ -126,39 +126,16 @@ impl Role {
     }
 
     /// The XDP and the tc programs of this role.
-    fn programs(self) -> (&'static [&'static str], &'static [&'static str]) {
+    fn programs(self) -> (Vec<&'static str>, Vec<&'static str>) {
         const OBSERVER_TC: &[&str] = &[PROG_TC_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS_L3, PROG_TC_EGRESS_L3];
         const CLAMPER_TC: &[&str] = &[PROG_CLAMP_INGRESS, PROG_CLAMP_EGRESS, PROG_CLAMP_INGRESS_L3, PROG_CLAMP_EGRESS_L3];
         match self {
-            Role::Observer => (&[PROG_XDP], OBSERVER_TC),
-            Role::Clamper => (&[], CLAMPER_TC),
-            Role::Daemon => (
-                &[PROG_XDP],
-                &[
-                    PROG_TC_INGRESS,
-                    PROG_TC_EGRESS,
-                    PROG_TC_INGRESS_L3,
-                    PROG_TC_EGRESS_L3,
-                    PROG_CLAMP_INGRESS,
-                    PROG_CLAMP_EGRESS,
-                    PROG_CLAMP_INGRESS_L3,
-                    PROG_CLAMP_EGRESS_L3,
-                ],
-            ),
+            Role::Observer => (vec![PROG_XDP], OBSERVER_TC.to_vec()),
+            Role::Clamper => (vec![], CLAMPER_TC.to_vec()),
+            Role::Daemon => (vec![PROG_XDP], [OBSERVER_TC, CLAMPER_TC].concat()),
             Role::Bench => (
-                &[PROG_XDP, PROG_NOOP_XDP],
-                &[
-                    PROG_TC_INGRESS,
-                    PROG_TC_EGRESS,
-                    PROG_TC_INGRESS_L3,
-                    PROG_TC_EGRESS_L3,
-                    PROG_CLAMP_INGRESS,
-                    PROG_CLAMP_EGRESS,
-                    PROG_CLAMP_INGRESS_L3,
-                    PROG_CLAMP_EGRESS_L3,
-                    PROG_NOOP_TC,
-                    PROG_PASS_TC,
-                ],
+                vec![PROG_XDP, PROG_NOOP_XDP],
+                [OBSERVER_TC, CLAMPER_TC, &[PROG_NOOP_TC, PROG_PASS_TC]].concat(),
             ),
         }
     }
@@ -528,13 +505,13 @@ impl Programs {
             .context("loading pmtu's eBPF object")
             .map_err(explain)?;
         let (xdp_programs, tc_programs) = role.programs();
-        for &name in xdp_programs {
+        for &name in &xdp_programs {
             let xdp: &mut Xdp = program(&mut ebpf, name)?.try_into()?;
             xdp.load()
                 .with_context(|| format!("the kernel refused program {name}"))
                 .map_err(explain)?;
         }
-        for &name in tc_programs {
+        for &name in &tc_programs {
             tc_program(&mut ebpf, name)?
                 .load()
                 .with_context(|| format!("the kernel refused program {name}"))
@@ -544,7 +521,7 @@ impl Programs {
             // `bpftool prog show pinned DIR/progs/NAME` finds them. A pin
             // left by the previous daemon names its instance: replace it
             // (that instance lives on while a link still runs it).
-            for &name in xdp_programs.iter().chain(tc_programs) {
+            for &name in xdp_programs.iter().chain(&tc_programs) {
                 let path = p.ours.prog(name);
                 pins::unpin(&path)?;
                 program(&mut ebpf, name)?

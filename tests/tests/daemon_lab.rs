@@ -16,7 +16,8 @@ use std::{
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use pmtu_tests::{
-    procs::{Finished, Proc, pmtu_in, start_capture_with},
+    procs::{Proc, pmtu_in},
+    wire::clamped_transfer,
     require_root,
     residue::{assert_clean, residue},
 };
@@ -145,22 +146,7 @@ fn client_json(s: &Scratch, args: &[&str]) -> Value {
     serde_json::from_str(text.lines().last().expect("one JSON line")).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-/// The first SYN's MSS as s3 receives it, and whether the transfer completed.
-fn transfer_with_capture(lab: &BlackHoleLab, port: u16) -> (Option<u16>, bool) {
-    let at_server = start_capture_with(&lab.s3, BlackHoleLab::S3_IF, &["-vv"], &format!("tcp port {port}"));
-    let t = lab.transfer(BlackHoleLab::SERVER_V4, port, MB2, GO).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let cap = at_server.stop(libc::SIGTERM, EXIT);
-    (syn_mss(&cap), t.completed())
-}
 
-fn syn_mss(capture: &Finished) -> Option<u16> {
-    capture
-        .stdout
-        .iter()
-        .find(|l| l.contains("Flags [S]"))
-        .and_then(|l| l.split("mss ").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-}
 
 /// GET /metrics from inside r1 (the listener is on r1's loopback).
 fn scrape(lab: &BlackHoleLab) -> String {
@@ -236,7 +222,7 @@ fn daemon_outlives_sigkill_adopts_reloads_and_detaches() {
 
     // 1. Up from the config: a bulk transfer completes, clamped to 1300.
     let daemon = start_daemon(&lab, &s);
-    let (mss, done) = transfer_with_capture(&lab, 5101);
+    let (mss, done) = clamped_transfer(&lab, 5101);
     assert_eq!(mss, Some(1300), "the SYN at s3 carries the configured MSS");
     assert!(done, "2 MB each way through the black hole, clamped by the daemon");
 
@@ -288,7 +274,7 @@ fn daemon_outlives_sigkill_adopts_reloads_and_detaches() {
     let killed = daemon.wait(EXIT);
     assert!(!killed.status.success());
     assert!(!residue(&lab.r1, BlackHoleLab::R1_IF_C0).is_empty(), "the pinned programs stay attached");
-    let (mss, done) = transfer_with_capture(&lab, 5102);
+    let (mss, done) = clamped_transfer(&lab, 5102);
     assert_eq!(mss, Some(1300), "clamped with no daemon running");
     assert!(done, "a new transfer completes after kill -9");
     let dead = client(&s, &["status"]);
@@ -322,7 +308,7 @@ fn daemon_outlives_sigkill_adopts_reloads_and_detaches() {
         write_config(&s, 1200, &format!("pcap = \"{}\"", s.pcap().display()));
         daemon.signal(libc::SIGHUP);
         daemon.wait_for_stderr("clamping MSS to 1200 (was to 1300)", GO);
-        let (mss, done) = transfer_with_capture(&lab, 5104);
+        let (mss, done) = clamped_transfer(&lab, 5104);
         assert_eq!(mss, Some(1200), "the reloaded MSS on the wire");
         assert!(done);
         let long = long.join().unwrap();

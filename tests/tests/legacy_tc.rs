@@ -8,14 +8,13 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use pmtu_tests::{
-    procs::{Finished, Proc, pmtu_in, start_capture_with},
+    procs::{Proc, pmtu_in},
+    wire::clamped_transfer,
     require_root,
     residue::assert_clean,
 };
 use pmtu_user::lab::{BlackHoleLab, Netns};
 
-const MB2: usize = 2 * 1024 * 1024;
-const GO: Duration = Duration::from_secs(20);
 const EXIT: Duration = Duration::from_secs(20);
 const UP: Duration = Duration::from_secs(60);
 
@@ -37,21 +36,7 @@ fn qdiscs(ns: &Netns, iface: &str) -> String {
     ns.run("tc", &["qdisc", "show", "dev", iface]).unwrap()
 }
 
-fn syn_mss(capture: &Finished) -> Option<u16> {
-    capture
-        .stdout
-        .iter()
-        .find(|l| l.contains("Flags [S]"))
-        .and_then(|l| l.split("mss ").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-}
 
-/// A transfer through r1 with the SYN's MSS as s3 sees it.
-fn clamped_transfer(lab: &BlackHoleLab, port: u16) -> (Option<u16>, bool) {
-    let cap = start_capture_with(&lab.s3, BlackHoleLab::S3_IF, &["-vv"], &format!("tcp port {port}"));
-    let t = lab.transfer(BlackHoleLab::SERVER_V4, port, MB2, GO).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    (syn_mss(&cap.stop(libc::SIGTERM, EXIT)), t.completed())
-}
 
 #[test]
 fn legacy_tc_clamps_cleans_up_and_detach_removes_what_kill_left() {
