@@ -49,6 +49,22 @@ pub enum Command {
     Reload(ClientArgs),
     /// Remove everything pmtu pinned and attached (stopping a daemon first).
     Detach(DetachArgs),
+    /// Inspect this host for what helps or hurts PMTU discovery.
+    ///
+    /// Looks at this network namespace: the PMTU sysctls, MTU mismatches
+    /// (veth ends, VLANs, tunnels over their underlay, bridges), firewall
+    /// rules dropping Frag-Needed or Packet-Too-Big, XDP/TCX/BTF support,
+    /// programs on pmtu's hooks. Changes nothing; exits 0 even with
+    /// warnings.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// One JSON object: {"findings": [{"topic", "value", "severity"
+    /// ("ok", "info" or "warning"), "meaning"}], "warnings": N}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const RUN_AFTER_HELP: &str = "\
@@ -414,6 +430,17 @@ mod tests {
         for needle in ["SIGUSR1", "SIGHUP", "reserved for reloading", "EPIPE", "ENOSPC", "status 1"] {
             assert!(help.contains(needle), "{needle}: {help}");
         }
+    }
+
+    #[test]
+    fn doctor_arguments() {
+        let cli = Cli::try_parse_from(["pmtu", "doctor", "--json"]).unwrap();
+        let Command::Doctor(d) = cli.command else { panic!("not doctor") };
+        assert!(d.json);
+        let cli = Cli::try_parse_from(["pmtu", "doctor"]).unwrap();
+        let Command::Doctor(d) = cli.command else { panic!("not doctor") };
+        assert!(!d.json);
+        assert!(Cli::try_parse_from(["pmtu", "doctor", "-i", "eth0"]).is_err());
     }
 
     #[test]

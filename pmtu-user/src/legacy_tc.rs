@@ -322,6 +322,24 @@ fn filters_on(ifindex: u32) -> anyhow::Result<usize> {
     Ok(n)
 }
 
+/// Every filter (anyone's) on the interface's clsact ingress or egress, as
+/// `tc filter show dev X ingress|egress` lists them; none without clsact.
+pub(crate) fn list_filters(ifindex: u32, egress: bool) -> io::Result<Vec<TcMessage>> {
+    let mut m = TcMessage::with_index(ifindex as i32);
+    m.header.parent = parent(egress);
+    match request(RouteNetlinkMessage::GetTrafficFilter(m), NLM_F_REQUEST | NLM_F_DUMP) {
+        Ok(answers) => Ok(answers
+            .into_iter()
+            .filter_map(|a| match a {
+                RouteNetlinkMessage::NewTrafficFilter(f) => Some(f),
+                _ => None,
+            })
+            .collect()),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOENT) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// RTM_DELQDISC for the clsact qdisc.
 fn delete_clsact(ifindex: u32) -> io::Result<()> {
     let mut m = TcMessage::with_index(ifindex as i32);

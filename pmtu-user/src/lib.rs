@@ -13,6 +13,7 @@ pub mod counters;
 pub mod daemon;
 pub mod decode;
 pub mod demo;
+pub mod doctor;
 pub mod features;
 pub mod iface;
 pub mod kernel_cache;

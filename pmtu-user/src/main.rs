@@ -5,7 +5,7 @@ use pmtu_user::{
     cli::{Cli, Command},
     clamp,
     control::{self, NoDaemon, Request},
-    daemon, demo, trace,
+    daemon, demo, doctor, trace,
 };
 
 fn main() -> ExitCode {
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
                 control::ask(&a.client.control, &Request::Events { json: a.client.json, follow: a.follow }).await
             }
             Command::Reload(a) => control::ask(&a.control, &Request::Reload).await,
+            Command::Doctor(args) => doctor::run(args).await.map(|()| true),
             Command::Detach(a) => daemon::detach(&a.pin_path, &a.control).await.map(|lines| {
                 for line in lines {
                     println!("pmtu: {line}");
