@@ -34,6 +34,19 @@ pub struct OptionScan {
     pub malformed: bool,
 }
 
+/// Steps [`scan_options`] takes at most: each one moves past an option, at
+/// least one byte of at most [`MAX_OPTIONS_LEN`].
+pub const MAX_OPTION_STEPS: usize = MAX_OPTIONS_LEN;
+
+/// A walk over the options of one segment between two steps: where the next
+/// option starts, and what the walk has found so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptionWalk {
+    /// Index of the next option in the options (0 at the start).
+    pub at: usize,
+    pub scan: OptionScan,
+}
+
 /// Walks the `len` bytes of TCP options starting at `start` in the frame.
 /// Stops at End-of-Option-List: what follows it is padding.
 ///
@@ -43,75 +56,90 @@ pub struct OptionScan {
 /// Every MSS option is reported, not just the first, because Linux honours
 /// the last one it parses.
 ///
-/// It reads the packet option by option through [`Packet`] rather than
-/// indexing a copy: an offset that only reaches a load helper stays
-/// imprecise to the verifier, so its state pruning keeps the walk cheap
-/// (indexing a stack copy, whose index must be exact, cost 650k verified
-/// instructions).
+/// This is [`scan_step`] until it says the walk is over; the kernel's
+/// clamper runs the same steps through the bpf_loop() helper instead (see
+/// pmtu-ebpf/VERIFIER.md).
 #[inline(always)]
 pub fn scan_options<P: Packet>(pkt: &P, start: usize, len: usize) -> OptionScan {
-    let mut scan = OptionScan::default();
-    let len = if len > MAX_OPTIONS_LEN { MAX_OPTIONS_LEN } else { len };
-    let mut i = 0usize;
-    // Every trip moves `i` forward by at least one byte (a NOP is an option
-    // of length 1, any other is at least 2), so `i < len <= 40` bounds the
-    // loop. No separate trip counter: the verifier must keep states with
-    // different counter values apart, and one here made it walk the options
-    // of every path separately (over its 1M-instruction limit).
-    while i < len {
-        let Some([kind]) = pkt.read::<1>(start + i) else {
-            scan.malformed = true;
-            break;
-        };
-        if kind == TCPOPT_EOL {
+    let mut walk = OptionWalk::default();
+    for _ in 0..MAX_OPTION_STEPS {
+        if !scan_step(pkt, start, len, &mut walk) {
             break;
         }
-        let olen = if kind == TCPOPT_NOP {
-            1
-        } else {
-            let olen = match pkt.read::<1>(start + i + 1) {
-                Some([olen]) if i + 1 < len => olen as usize,
-                _ => {
-                    scan.malformed = true;
-                    break;
-                }
-            };
-            if olen < 2 || i + olen > len {
-                scan.malformed = true;
-                break;
-            }
-            if kind == TCPOPT_AO {
-                scan.ao = true;
-            }
-            if kind == TCPOPT_MSS {
-                let n = scan.mss_count as usize;
-                if olen != TCPOLEN_MSS as usize || n >= MAX_MSS_OPTIONS {
-                    scan.malformed = true;
-                    break;
-                }
-                let Some(v) = pkt.read::<2>(start + i + 2) else {
-                    scan.malformed = true;
-                    break;
-                };
-                let opt = MssOption { value_at: start + i + 2, value: u16::from_be_bytes(v) };
-                if n == 0 {
-                    scan.mss[0] = opt;
-                } else {
-                    scan.mss[1] = opt;
-                }
-                scan.mss_count += 1;
-            }
-            olen
-        };
-        i += olen;
     }
-    scan
+    walk.scan
+}
+
+/// One step of [`scan_options`]: looks at the option at `walk.at` and
+/// moves past it. `false` once the walk is over (the end of the options,
+/// End-of-Option-List, or a malformed option, which `walk.scan` then says);
+/// a step after that changes nothing and says `false` again.
+///
+/// It reads the packet option by option through [`Packet`] rather than
+/// indexing a copy: an offset that only reaches a load stays imprecise to
+/// the verifier (indexing a stack copy, whose index must be exact, cost
+/// 650k verified instructions).
+#[inline(always)]
+pub fn scan_step<P: Packet>(pkt: &P, start: usize, len: usize, walk: &mut OptionWalk) -> bool {
+    let len = if len > MAX_OPTIONS_LEN { MAX_OPTIONS_LEN } else { len };
+    let i = walk.at;
+    if i >= len {
+        return false;
+    }
+    let scan = &mut walk.scan;
+    let Some([kind]) = pkt.read::<1>(start + i) else {
+        scan.malformed = true;
+        return false;
+    };
+    if kind == TCPOPT_EOL {
+        return false;
+    }
+    let olen = if kind == TCPOPT_NOP {
+        1
+    } else {
+        let olen = match pkt.read::<1>(start + i + 1) {
+            Some([olen]) if i + 1 < len => olen as usize,
+            _ => {
+                scan.malformed = true;
+                return false;
+            }
+        };
+        if olen < 2 || i + olen > len {
+            scan.malformed = true;
+            return false;
+        }
+        if kind == TCPOPT_AO {
+            scan.ao = true;
+        }
+        if kind == TCPOPT_MSS {
+            let n = scan.mss_count as usize;
+            if olen != TCPOLEN_MSS as usize || n >= MAX_MSS_OPTIONS {
+                scan.malformed = true;
+                return false;
+            }
+            let Some(v) = pkt.read::<2>(start + i + 2) else {
+                scan.malformed = true;
+                return false;
+            };
+            let opt = MssOption { value_at: start + i + 2, value: u16::from_be_bytes(v) };
+            if n == 0 {
+                scan.mss[0] = opt;
+            } else {
+                scan.mss[1] = opt;
+            }
+            scan.mss_count += 1;
+        }
+        olen
+    };
+    walk.at = i + olen;
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::parse::SlicePacket;
+    use std::vec::Vec;
 
     fn scan(bytes: &[u8]) -> OptionScan {
         // Options at offset 20 of a buffer, as in a TCP header.
@@ -166,6 +194,112 @@ mod tests {
             &[2, 6, 5, 0xb4, 0, 0], // MSS of length 6
         ] {
             assert!(scan(bad).malformed, "{bad:?}");
+        }
+    }
+
+    /// The walk as it was written before it was split into steps (one
+    /// `while` loop): the steps must find exactly what it found.
+    fn walk_in_one_loop<P: Packet>(pkt: &P, start: usize, len: usize) -> OptionScan {
+        let mut scan = OptionScan::default();
+        let len = if len > MAX_OPTIONS_LEN { MAX_OPTIONS_LEN } else { len };
+        let mut i = 0usize;
+        while i < len {
+            let Some([kind]) = pkt.read::<1>(start + i) else {
+                scan.malformed = true;
+                break;
+            };
+            if kind == TCPOPT_EOL {
+                break;
+            }
+            let olen = if kind == TCPOPT_NOP {
+                1
+            } else {
+                let olen = match pkt.read::<1>(start + i + 1) {
+                    Some([olen]) if i + 1 < len => olen as usize,
+                    _ => {
+                        scan.malformed = true;
+                        break;
+                    }
+                };
+                if olen < 2 || i + olen > len {
+                    scan.malformed = true;
+                    break;
+                }
+                if kind == TCPOPT_AO {
+                    scan.ao = true;
+                }
+                if kind == TCPOPT_MSS {
+                    let n = scan.mss_count as usize;
+                    if olen != TCPOLEN_MSS as usize || n >= MAX_MSS_OPTIONS {
+                        scan.malformed = true;
+                        break;
+                    }
+                    let Some(v) = pkt.read::<2>(start + i + 2) else {
+                        scan.malformed = true;
+                        break;
+                    };
+                    let opt = MssOption { value_at: start + i + 2, value: u16::from_be_bytes(v) };
+                    if n == 0 {
+                        scan.mss[0] = opt;
+                    } else {
+                        scan.mss[1] = opt;
+                    }
+                    scan.mss_count += 1;
+                }
+                olen
+            };
+            i += olen;
+        }
+        scan
+    }
+
+    #[test]
+    fn steps_find_what_one_loop_found() {
+        // Every layout of up to 6 bytes from kinds and lengths that matter
+        // (EOL, NOP, MSS, AO, other; lengths 0-5, 8), then random ones up to
+        // 44 bytes (beyond 40, the clamp), each also cut short of the frame.
+        let alphabet = [0u8, 1, 2, 3, 4, 5, 8, 29, 0xb4];
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for n in 0..=6u32 {
+            for mut code in 0..alphabet.len().pow(n) {
+                let mut bytes = Vec::new();
+                for _ in 0..n {
+                    bytes.push(alphabet[code % alphabet.len()]);
+                    code /= alphabet.len();
+                }
+                cases.push(bytes);
+            }
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = (seed % 45) as usize;
+            let mut bytes = Vec::with_capacity(n);
+            for k in 0..n {
+                let r = seed.rotate_left(k as u32 * 7) as u8;
+                // Mostly plausible kinds and lengths, so walks get long.
+                bytes.push(match r % 8 {
+                    0 => 1,
+                    1 => 2,
+                    2 => 4,
+                    3 => 8,
+                    4 => 3,
+                    _ => r,
+                });
+            }
+            cases.push(bytes);
+        }
+        for bytes in &cases {
+            let mut frame = [0u8; 20].to_vec();
+            frame.extend_from_slice(bytes);
+            for len in [bytes.len(), bytes.len() + 4, bytes.len().saturating_sub(1)] {
+                for cut in [frame.len(), frame.len().saturating_sub(1)] {
+                    let pkt = SlicePacket(&frame[..cut]);
+                    assert_eq!(scan_options(&pkt, 20, len), walk_in_one_loop(&pkt, 20, len), "{bytes:?} len {len} cut {cut}");
+                }
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use aya_ebpf::{
     },
     helpers::generated::{
         bpf_csum_diff, bpf_csum_update, bpf_l3_csum_replace,
-        bpf_l4_csum_replace, bpf_skb_change_tail, bpf_skb_store_bytes,
+        bpf_l4_csum_replace, bpf_loop, bpf_skb_change_tail, bpf_skb_store_bytes,
     },
     programs::TcContext,
 };
@@ -27,7 +27,7 @@ use pmtu_common::{
         counters::{CLAMPED, ERRORS, INSERTED, MALFORMED, NO_ROUTE, SYN_SEEN},
     },
     rewrite::{CsumWord, Insert, Plan, plan},
-    tcpopt::{OptionScan, scan_options},
+    tcpopt::{MAX_OPTION_STEPS, OptionWalk},
 };
 
 use crate::{
@@ -88,7 +88,7 @@ pub fn clamp(ctx: &TcContext, link: Link) {
         return;
     }
     count_clamp(slot, SYN_SEEN);
-    // Fragments and AH are left alone by `plan`, after the laundering below:
+    // Fragments and AH are left alone by `plan`, after walk_options:
     // checked here, on the parser's exact per-path values, the branch would
     // make the verifier keep every path through the extension-header walk
     // apart (256k verified instructions instead of ~33k, measured on 6.18).
@@ -105,22 +105,18 @@ pub fn clamp(ctx: &TcContext, link: Link) {
         }
     };
 
-    // From a copy of the options (see OptionsCopy); through the helper if
-    // that fails, which it cannot for a SYN parse_syn accepted.
+    // From a copy of the options (see OptionsCopy), which cannot fail for
+    // a SYN parse_syn accepted: its options lie within the datagram, and
+    // SkbPacket reads what the linear data lacks through the helper.
     let (start, len) = (syn.l4 + 20, syn.tcp_hdr_len - 20);
-    let scan = match OptionsCopy::load(&pkt, start, len) {
-        Some(copy) => scan_options(&copy, start, len),
-        None => scan_options(&SkbLoaded(ctx), start, len),
-    };
-    // Every path through the option walk (layouts, MSS count) arrives here
-    // with its own exact values; run through scratch memory, they become
-    // one state for the verifier, which then checks the rewrite code once
-    // rather than once per path (216k verified instructions before, see
-    // tests/prog_test_run.rs).
-    let Some(laundered) = launder(Inputs { target, scan }) else {
+    let Some(copy) = OptionsCopy::load(&pkt, start, len) else {
+        count_clamp(slot, ERRORS);
         return;
     };
-    let Inputs { target, scan } = laundered;
+    let Some(Inputs { target, walk }) = walk_options(copy, target) else {
+        return;
+    };
+    let scan = walk.scan;
     let counter = match plan(syn, &scan, target) {
         Plan::Leave(why) => why,
         Plan::Lower { edits, count, check_at } => {
@@ -159,25 +155,76 @@ fn parse_into(pkt: &SkbPacket, ip: *const Ip, syn: *mut Syn) -> SynOutcome {
     unsafe { parse_syn_at(pkt, &*ip, &mut *syn) }
 }
 
-/// What the rewrite plan is computed from.
+/// What the rewrite plan is computed from: the target MSS and the option
+/// walk, in this CPU's CLAMP_SCRATCH value while the walk runs.
 #[derive(Clone, Copy)]
 pub struct Inputs {
     target: u32,
-    scan: OptionScan,
+    walk: OptionWalk,
 }
 
-/// Writes `inputs` to per-CPU scratch memory and reads them back, so the
-/// verifier sees values it knows nothing about rather than one exact value
-/// per path. Volatile so the compiler cannot forward the stores to the loads.
+/// What each step of the option walk is given (bpf_loop's context, on the
+/// caller's stack): the options, and where the walk is kept.
+struct Steps {
+    copy: OptionsCopy,
+    walk: *mut OptionWalk,
+}
+
+/// Walks the options in `copy` with pmtu_common's `scan_step` through the
+/// bpf_loop() helper, [`STEPS_PER_CALL`] steps per call of [`walk_steps`],
+/// and returns `target` and the walk as read back from per-CPU scratch
+/// memory.
+///
+/// Both for the verifier (see pmtu-ebpf/VERIFIER.md). bpf_loop's callback
+/// is verified as one call, however many calls run, where a loop in the
+/// program had the verifier follow it option by option: Linux 6.1, which
+/// learns no bound from comparing two unknown values and prunes no state
+/// against one still inside the loop, could not prove it ends, and refused
+/// the clamper. And values read back from map memory are unknown to the
+/// verifier, so every path through the parser, the route lookups and the
+/// walk arrives at the rewrite code as one state (checked once per path
+/// otherwise: 216k verified instructions, see tests/prog_test_run.rs).
+/// Volatile, so that the compiler neither forwards the stores to the loads
+/// nor assumes anything about the walk's start.
 #[inline(always)]
-fn launder(inputs: Inputs) -> Option<Inputs> {
+fn walk_options(copy: OptionsCopy, target: u32) -> Option<Inputs> {
     let slot = CLAMP_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: a valid per-CPU map value of type Inputs; BPF programs are not
-    // preempted, so nothing else uses this CPU's slot meanwhile.
+    let calls = MAX_OPTION_STEPS.div_ceil(STEPS_PER_CALL) as u32;
+    // SAFETY: a valid per-CPU map value of type Inputs; BPF programs are
+    // not preempted, so nothing else uses this CPU's slot meanwhile. The
+    // callback gets `steps` for the duration of the bpf_loop call only.
     unsafe {
-        core::ptr::write_volatile(slot, inputs);
+        core::ptr::write_volatile(slot, Inputs { target, walk: OptionWalk::default() });
+        let mut steps = Steps { copy, walk: &raw mut (*slot).walk };
+        // It fails only for flags other than 0 or over 2^23 calls.
+        if bpf_loop(calls, walk_steps as *mut c_void, (&raw mut steps).cast(), 0) < 0 {
+            return None;
+        }
         Some(core::ptr::read_volatile(slot))
     }
+}
+
+/// Steps of the walk per call of [`walk_steps`]: a call costs a few
+/// nanoseconds (one step per call made a Linux SYN, five options, cost
+/// ~40 ns more than the walk inline; four: the same as inline, within the
+/// noise), and each step in it adds to the verifier's work (6.18: 14.9k,
+/// 16.6k and 26.2k instructions verified for one, four and eight).
+const STEPS_PER_CALL: usize = 4;
+
+/// bpf_loop's callback: up to [`STEPS_PER_CALL`] steps of the option walk;
+/// 1 once the walk is over, else 0 (the only values the verifier accepts).
+extern "C" fn walk_steps(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Steps` walk_options passes to bpf_loop, alive
+    // for the call; its `walk` points into this CPU's CLAMP_SCRATCH value,
+    // which nothing else uses meanwhile.
+    let steps = unsafe { &*ctx.cast::<Steps>() };
+    let walk = unsafe { &mut *steps.walk };
+    for _ in 0..STEPS_PER_CALL {
+        if !steps.copy.scan_step(walk) {
+            return 1;
+        }
+    }
+    0
 }
 
 /// The lower of the route MTUs toward the destination and back toward the
@@ -303,8 +350,9 @@ fn insert(ctx: &TcContext, pkt: &SkbLoaded, i: &Insert, check_at: usize) -> Resu
 ///
 /// One arm per possible length (a multiple of 4, 0..=36), each with
 /// constant sizes: a variable size would be a helper's size argument, which
-/// the verifier must know exactly, and that precision would flow back into
-/// the option walk above, multiplying its states by eleven (measured).
+/// the verifier must know exactly, and that precision flowed back into the
+/// option walk, multiplying its states by eleven (measured while the walk
+/// ran inline, before walk_options).
 #[inline(always)]
 fn shift_options(ctx: &TcContext, pkt: &SkbLoaded, off: usize, len: usize) -> Result<(), u32> {
     macro_rules! shift {

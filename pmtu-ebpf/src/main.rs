@@ -1,5 +1,6 @@
 //! pmtu's eBPF programs. Entries only: each calls into a module that does the
-//! work and always lets the packet through.
+//! work and always lets the packet through. pmtu-ebpf/VERIFIER.md lists what
+//! the code does for the verifier, with its measured effect.
 #![no_std]
 #![no_main]
 

@@ -100,7 +100,8 @@ pub static SYN_SCRATCH: PerCpuArray<pmtu_common::parse::Syn> = PerCpuArray::with
 #[map]
 pub static OPTIONS_SCRATCH: PerCpuArray<[u8; crate::packet::OPTIONS_COPY]> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU scratch for the clamper (see `clamp::launder`).
+/// Per-CPU scratch for the clamper: the target MSS and the option walk (see
+/// `clamp::walk_options`).
 #[map]
 pub static CLAMP_SCRATCH: PerCpuArray<crate::clamp::Inputs> = PerCpuArray::with_max_entries(1, 0);
 
