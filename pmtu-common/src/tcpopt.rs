@@ -71,9 +71,10 @@ pub fn scan_options<P: Packet>(pkt: &P, start: usize, len: usize) -> OptionScan 
 }
 
 /// One step of [`scan_options`]: looks at the option at `walk.at` and
-/// moves past it. `false` once the walk is over (the end of the options,
-/// End-of-Option-List, or a malformed option, which `walk.scan` then says);
-/// a step after that changes nothing and says `false` again.
+/// moves past it. `false` once the walk is over: no option left after
+/// this one (or none at all), End-of-Option-List, or a malformed option
+/// (which `walk.scan` then says); a step after that changes nothing and
+/// says `false` again.
 ///
 /// It reads the packet option by option through [`Packet`] rather than
 /// indexing a copy: an offset that only reaches a load stays imprecise to
@@ -132,7 +133,7 @@ pub fn scan_step<P: Packet>(pkt: &P, start: usize, len: usize, walk: &mut Option
         olen
     };
     walk.at = i + olen;
-    true
+    walk.at < len
 }
 
 #[cfg(test)]

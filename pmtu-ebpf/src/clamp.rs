@@ -204,12 +204,12 @@ fn walk_options(copy: OptionsCopy, target: u32) -> Option<Inputs> {
     }
 }
 
-/// Steps of the walk per call of [`walk_steps`]: a call costs a few
-/// nanoseconds (one step per call made a Linux SYN, five options, cost
-/// ~40 ns more than the walk inline; four: the same as inline, within the
-/// noise), and each step in it adds to the verifier's work (6.18: 14.9k,
-/// 16.6k and 26.2k instructions verified for one, four and eight).
-const STEPS_PER_CALL: usize = 4;
+/// Steps of the walk per call of [`walk_steps`]. A call costs tens of
+/// nanoseconds here, and each step in a call adds to the verifier's work:
+/// with four, a Linux SYN (five options) took two calls and ~40 ns more
+/// than the walk inline, with six or eight one call and about the same;
+/// 6.18 verified 18.0k, 19.5k and 27.6k instructions (see VERIFIER.md).
+const STEPS_PER_CALL: usize = 6;
 
 /// bpf_loop's callback: up to [`STEPS_PER_CALL`] steps of the option walk;
 /// 1 once the walk is over, else 0 (the only values the verifier accepts).
