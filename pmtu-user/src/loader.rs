@@ -887,20 +887,18 @@ impl Programs {
                     continue;
                 }
             };
-            if path != ours {
+            let link = if path != ours {
                 // Another build's link: pin it as ours, then drop the old pin.
                 pins::unpin(&ours)?;
                 link.pin(&ours).with_context(|| format!("pinning {}", ours.display()))?;
                 pins::unpin(&path)?;
-                let link = FdLink::from(PinnedLink::from_pin(&ours).map_err(|e| anyhow!(e))?);
-                self.record(index, iface, Held { program: prog_name, job, link: HeldLink::Fd(link), pin: Some(ours), mechanism: String::new(), adopted: true });
+                FdLink::from(PinnedLink::from_pin(&ours).map_err(|e| anyhow!(e))?)
             } else {
-                self.record(index, iface, Held { program: prog_name, job, link: HeldLink::Fd(link), pin: Some(ours), mechanism: String::new(), adopted: true });
-            }
+                link
+            };
             let mechanism = if prog_name == PROG_XDP { "XDP link" } else { "TCX" };
-            if let Some(held) = self.attached.get_mut(&index).and_then(|i| i.links.last_mut()) {
-                held.mechanism = mechanism.to_string();
-            }
+            let held = Held { program: prog_name, job, link: HeldLink::Fd(link), pin: Some(ours), mechanism: mechanism.into(), adopted: true };
+            self.record(index, iface, held);
             return Ok(Some(format!("{mechanism}, adopted from the pinned state")));
         }
         Ok(None)
