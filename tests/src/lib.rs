@@ -15,7 +15,7 @@ pub mod trace_json;
 pub mod tunnel;
 pub mod wire;
 
-use std::{io::Write as _, path::PathBuf};
+use std::{io::Write as _, path::PathBuf, time::Duration};
 
 /// True when the test may use the kernel. Root-only tests call this first: as
 /// non-root they skip with a visible message, except under `CI=true`, where a
@@ -31,6 +31,16 @@ pub fn require_root(test: &str) -> bool {
     // Straight to the stderr handle: libtest captures eprintln! of passing tests.
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs root; run `sudo cargo xtask test`");
     false
+}
+
+/// `d` stretched for a slow machine: times $PMTU_TEST_TIME_SCALE, which
+/// `cargo xtask test --kernel K` sets inside QEMU VMs without KVM (TCG runs
+/// the guest ten or more times slower); 1 elsewhere. For the waits that let
+/// the network settle (packets captured, a reply sent), not for deadlines a
+/// test asserts on.
+pub fn slow(d: Duration) -> Duration {
+    let scale = std::env::var("PMTU_TEST_TIME_SCALE").ok().and_then(|s| s.parse::<u32>().ok()).unwrap_or(1);
+    d * scale.max(1)
 }
 
 /// The `pmtu` binary under test: `$PMTU_BIN` (set by `cargo xtask test`),

@@ -47,7 +47,7 @@ fn arm(lab: &BlackHoleLab, server: &str, port: u16, bytes: usize, timeout: Durat
     let at_server = start_capture_with(&lab.s3, BlackHoleLab::S3_IF, &["-vv"], &filter);
     let at_client = start_capture_with(&lab.c0, BlackHoleLab::C0_IF, &["-vv"], &filter);
     let t = lab.transfer(server, port, bytes, timeout).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(pmtu_tests::slow(Duration::from_millis(200)));
     let s = at_server.stop(libc::SIGTERM, EXIT);
     let c = at_client.stop(libc::SIGTERM, EXIT);
     let (ok_s, bad_s) = checksums(&s);
@@ -205,12 +205,15 @@ fn option_inserted_on_a_real_path() {
     let clamp = start_clamp(&lab, &["--to-pmtu"]);
     for (family, server, port, want) in [(4, BlackHoleLab::SERVER_V4, 5201u16, 536u16), (6, BlackHoleLab::SERVER_V6, 5202, 1220)] {
         let addr = std::net::SocketAddr::new(server.parse().unwrap(), port);
+        // Listening until this round is over (its sender dropped), however
+        // long scapy takes to start (many seconds in an emulated VM).
+        let (done, over) = std::sync::mpsc::channel::<()>();
         let listener = lab.s3.spawn(move || {
             let l = std::net::TcpListener::bind(addr).unwrap();
-            std::thread::sleep(Duration::from_secs(4));
+            let _ = over.recv();
             drop(l);
         });
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(pmtu_tests::slow(Duration::from_millis(200)));
         let filter = format!("tcp port {port}");
         let at_server = start_capture_with(&lab.s3, BlackHoleLab::S3_IF, &["-vv"], &filter);
         let at_client = start_capture_with(&lab.c0, BlackHoleLab::C0_IF, &["-vv"], &filter);
@@ -219,7 +222,7 @@ fn option_inserted_on_a_real_path() {
             &lab.c0,
             &format!("send({ip}/TCP(sport=40100, dport={port}, flags='S', seq=1000, options=[('WScale', 7), ('NOP', None), ('SAckOK', b'')]), verbose=0)"),
         );
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(pmtu_tests::slow(Duration::from_millis(500)));
         let s = at_server.stop(libc::SIGTERM, EXIT);
         let c = at_client.stop(libc::SIGTERM, EXIT);
         assert_eq!(mss_of(&s, "S"), Some(want), "v{family} SYN at s3:\n{}", s.stdout.join("\n"));
@@ -230,6 +233,7 @@ fn option_inserted_on_a_real_path() {
         // scapy sent with a full one must still verify after r1's rewrite.
         assert!(syn.contains("(correct)"), "v{family}: {syn}");
         assert!(c.stdout.iter().any(|l| l.contains("Flags [S.]")), "v{family}: s3 answered the SYN:\n{}", c.stdout.join("\n"));
+        drop(done);
         listener.unwrap().join().unwrap();
     }
     let ifaces = stop_clamp(&lab, clamp);

@@ -105,7 +105,7 @@ fn v4_on_h0_matches_the_wire_and_the_kernel_cache() {
     // XDP on request (tc is the default).
     let trace = start_trace(&lab.h0, &["-i", SeedLab::H0_IF, "--json", "--hook", "xdp"]);
     probe(&lab, V4);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(pmtu_tests::slow(Duration::from_millis(300)));
     let run = trace.stop(libc::SIGTERM, EXIT);
     let wire = capture.stop(libc::SIGTERM, EXIT);
     let (events, table) = parse_json(&run);
@@ -192,7 +192,7 @@ fn on_router_r1_sees_ptbs_in_transit_and_its_own_v4_and_v6() {
     let trace = start_trace(&lab.r1, &["-i", SeedLab::R1_IF_H0, "-i", SeedLab::R1_IF_R2, "--json"]);
     probe(&lab, V4);
     probe(&lab, V6);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(pmtu_tests::slow(Duration::from_millis(300)));
     // Ctrl-C.
     let run = trace.stop(libc::SIGINT, EXIT);
     let (events, table) = parse_json(&run);
@@ -240,7 +240,7 @@ fn text_output_reads_like_ip_route_get() {
     let lab = SeedLab::build().unwrap();
     let trace = start_trace(&lab.h0, &["-i", SeedLab::H0_IF]);
     probe(&lab, V4);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(pmtu_tests::slow(Duration::from_millis(300)));
     let run = trace.stop(libc::SIGTERM, EXIT);
     assert!(run.status.success(), "{:?}", run.stderr);
     let out = run.stdout.join("\n");
@@ -310,7 +310,7 @@ fn demo_runs_and_agrees_with_the_kernel_then_cleans_up() {
         },
         "pmtu demo",
     )
-    .wait(Duration::from_secs(60));
+    .wait(pmtu_tests::slow(Duration::from_secs(60)));
     let out = run.stdout.join("\n");
     assert!(run.status.success(), "{out}\n{}", run.stderr.join("\n"));
     for needle in [
@@ -357,7 +357,7 @@ fn two_tracers_share_an_interface() {
     );
     second.wait_for_stderr("attached to", Duration::from_secs(30));
     probe(&lab, V4);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(pmtu_tests::slow(Duration::from_millis(300)));
     let second = second.stop(libc::SIGTERM, EXIT);
     let first = first.stop(libc::SIGTERM, EXIT);
     let err = second.stderr.join("\n");
@@ -396,7 +396,7 @@ fn forged_ptbs_are_shown_with_reasons_and_ignored_by_the_table() {
     for line in forge {
         scapy(&lab.r1, line);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(pmtu_tests::slow(Duration::from_millis(300)));
     let run = trace.stop(libc::SIGTERM, EXIT);
     let (events, table) = parse_json(&run);
 
@@ -441,7 +441,7 @@ fn accept_unvalidated_lets_forgeries_in_loudly() {
         &lab.r1,
         "send(IP(src='192.168.5.2', dst='192.168.5.1')/ICMP(type=3, code=4, nexthopmtu=1000)/IP(src='192.168.5.1', dst='192.168.7.2', len=1500)/UDP(sport=5555, dport=6666))",
     );
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(pmtu_tests::slow(Duration::from_millis(300)));
     let run = trace.stop(libc::SIGTERM, EXIT);
     assert!(run.stderr.iter().any(|l| l.contains("WARNING: --accept-unvalidated")), "{:?}", run.stderr);
     let (_, table) = parse_json(&run);

@@ -29,6 +29,21 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("tshark", "tshark"),
 ];
 
+/// What booting Debian's kernels under QEMU needs (`cargo xtask vm`,
+/// `cargo xtask test --kernel K`): only installed when a VM is asked for.
+/// The kernels themselves are fetched with `apt-get download` (xtask/src/vm.rs).
+pub const VM_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    // A static /bin/busybox for the initramfs (a dynamic one would not run there).
+    ("busybox-static", "busybox-static"),
+    ("depmod", "kmod"),
+    ("dpkg-deb", "dpkg"),
+    // Debian's kernel modules are .ko.xz; the initramfs gets them uncompressed.
+    ("xz", "xz-utils"),
+    // The guest's loopback.
+    ("ip", "iproute2"),
+];
+
 /// What the bench needs beyond the tests' packages.
 pub const BENCH_EXTRA_PACKAGES: &[(&str, &str)] = &[("iperf3", "iperf3"), ("nft", "nftables")];
 
@@ -91,7 +106,24 @@ pub fn toolchain() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// True for an ELF file with no program interpreter (statically linked).
+fn is_static_elf(path: &str) -> bool {
+    let Ok(elf) = std::fs::read(path) else { return false };
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize);
+    // 64-bit little-endian only: the x86-64 busybox this is for.
+    if !elf.starts_with(b"\x7fELF\x02\x01") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else { return false };
+    // PT_INTERP = 3
+    !(0..phnum).any(|i| elf.get(phoff + i * phentsize..phoff + i * phentsize + 4) == Some(&3u32.to_le_bytes()[..]))
+}
+
 fn have(command: &str) -> bool {
+    if command == "busybox-static" {
+        return is_static_elf("/bin/busybox");
+    }
     if command == "scapy" {
         // Debian's python3-scapy serves /usr/bin/python3 only.
         return output(Command::new("/usr/bin/python3").args(["-c", "import scapy"])).is_some();

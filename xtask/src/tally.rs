@@ -39,7 +39,52 @@ impl Totals {
     }
 }
 
-pub fn run(mut cmd: Command) -> anyhow::Result<()> {
+impl Totals {
+    /// Totals of test binaries' output, stdout and stderr mixed: libtest's
+    /// summaries, less the root-only tests that said `SKIPPED name: reason`
+    /// (libtest counted them as passed).
+    pub fn from_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Totals {
+        let mut t = Totals::default();
+        let mut skipped_root = 0;
+        for line in lines {
+            if line.starts_with("SKIPPED ") {
+                skipped_root += 1;
+            } else {
+                t.add_result_line(line);
+            }
+        }
+        t.passed = t.passed.saturating_sub(skipped_root);
+        t.skipped += skipped_root;
+        t
+    }
+
+    pub fn add(&mut self, other: &Totals) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+    }
+
+    /// `N passed, N failed, N skipped`
+    pub fn counts(&self) -> String {
+        format!("{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped)
+    }
+
+    /// The closing line of a whole run; an error when nothing passed.
+    pub fn close(&self, ok: bool) -> anyhow::Result<()> {
+        println!("tests: {}", self.counts());
+        if !ok {
+            bail!("tests failed");
+        }
+        if self.passed == 0 {
+            bail!("no test ran");
+        }
+        Ok(())
+    }
+}
+
+/// Runs `cargo test`, passing its output through; its totals, and whether
+/// it succeeded.
+pub fn run(mut cmd: Command) -> anyhow::Result<(Totals, bool)> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -69,14 +114,10 @@ pub fn run(mut cmd: Command) -> anyhow::Result<()> {
     let skipped_root = skipped.join().unwrap_or(0);
     totals.passed = totals.passed.saturating_sub(skipped_root);
     totals.skipped += skipped_root;
-    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.skipped);
     if !status.success() {
-        bail!("cargo test failed: {status}");
+        eprintln!("xtask: cargo test failed: {status}");
     }
-    if totals.passed == 0 {
-        bail!("no test ran");
-    }
-    Ok(())
+    Ok((totals, status.success()))
 }
 
 #[cfg(test)]
@@ -90,5 +131,7 @@ mod tests {
         t.add_result_line("test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
         t.add_result_line("running 3 tests");
         assert_eq!(t, Totals { passed: 5, failed: 1, skipped: 1 });
+        let lines = ["SKIPPED x: needs root", "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured"];
+        assert_eq!(Totals::from_lines(lines), Totals { passed: 2, failed: 0, skipped: 1 });
     }
 }
