@@ -14,6 +14,7 @@ pub mod counters;
 pub mod csum;
 pub mod event;
 pub mod flow;
+pub mod learned;
 pub mod parse;
 pub mod policy;
 pub mod ratelimit;
@@ -34,4 +35,9 @@ mod pod {
     unsafe impl aya::Pod for crate::flow::ObserverConfig {}
     unsafe impl aya::Pod for crate::flow::FlowKey {}
     unsafe impl aya::Pod for crate::flow::FlowState {}
+    unsafe impl aya::Pod for crate::learned::LearnedKey {}
+    unsafe impl aya::Pod for crate::learned::Learned {}
+    unsafe impl aya::Pod for crate::learned::LearnConfig {}
+    unsafe impl bytemuck::Zeroable for crate::learned::ClampEvent {}
+    unsafe impl bytemuck::Pod for crate::learned::ClampEvent {}
 }

@@ -7,6 +7,12 @@ pub const MODE_SET_MSS: u32 = 1;
 /// Clamp to the path MTU through this host minus 40 (IPv4) / 60 (IPv6),
 /// as iptables' `TCPMSS --clamp-mss-to-pmtu` (net/netfilter/xt_TCPMSS.c).
 pub const MODE_TO_PMTU: u32 = 2;
+/// The base rule's bits of `ClampPolicy::mode` (one of the MODE_* above).
+pub const MODE_BASE: u32 = 0xff;
+/// Or'ed into `mode`: also clamp to PMTUs learned from PTBs this host
+/// forwarded or received (see `learned`); the lowest MSS applies. With
+/// MODE_OFF as the base, learned entries are the only rule.
+pub const MODE_LEARNED: u32 = 1 << 8;
 
 /// Interfaces one clamper can serve at once; each gets a counter slot. A
 /// BRAS has one ppp interface per subscriber, so thousands, not dozens.
@@ -53,8 +59,12 @@ pub mod counters {
     /// A SYN carrying TCP-AO (kind 29; RFC 5925 §5.1: the MAC covers the
     /// options by default): left alone.
     pub const TCP_AO: u32 = 10;
+    /// The MSS was lowered or an option inserted because a learned PMTU
+    /// (toward the source or the destination) was the lowest rule; these
+    /// are counted here instead of in `clamped` or `inserted`.
+    pub const CLAMPED_LEARNED: u32 = 11;
 
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "syn_seen",
@@ -68,5 +78,6 @@ pub mod counters {
         "fragment",
         "ipsec",
         "tcp_ao",
+        "clamped_learned",
     ];
 }

@@ -1,5 +1,7 @@
 //! MSS clamping of SYN and SYN-ACK, the job of iptables' TCPMSS target
-//! (net/netfilter/xt_TCPMSS.c, tcpmss_mangle_packet) done at tc.
+//! (net/netfilter/xt_TCPMSS.c, tcpmss_mangle_packet) done at tc, plus
+//! what iptables cannot do: clamping to PMTUs learned from the PTBs this
+//! host forwards (pmtu_common::learned).
 //!
 //! Checksums are fixed with bpf_l4_csum_replace/bpf_l3_csum_replace, which
 //! do the right thing for every skb->ip_summed state: a full checksum is
@@ -15,16 +17,20 @@ use aya_ebpf::{
         BPF_FIB_LOOKUP_OUTPUT,
     },
     helpers::generated::{
-        bpf_csum_diff, bpf_csum_update, bpf_l3_csum_replace,
+        bpf_csum_diff, bpf_csum_update, bpf_ktime_get_ns, bpf_l3_csum_replace,
         bpf_l4_csum_replace, bpf_loop, bpf_skb_change_tail, bpf_skb_store_bytes,
     },
     programs::TcContext,
 };
 use pmtu_common::{
+    learned::{
+        CLAMP_FLAG_INSERTED, CLAMP_FLAG_SYN_ACK, ClampEvent, RULE_LEARNED_DST, RULE_LEARNED_SRC, family_index, keyed,
+        mss_for,
+    },
     parse::{IPPROTO_TCP, Ip, Link, Packet, Syn, SynOutcome, is_syn, parse_ip, parse_syn_at, tcp_word6},
     policy::{
-        MAX_IFACES, MODE_SET_MSS, MODE_TO_PMTU,
-        counters::{CLAMPED, ERRORS, INSERTED, MALFORMED, NO_ROUTE, SYN_SEEN},
+        MAX_IFACES, MODE_BASE, MODE_LEARNED, MODE_OFF, MODE_SET_MSS, MODE_TO_PMTU,
+        counters::{CLAMPED, CLAMPED_LEARNED, ERRORS, INSERTED, MALFORMED, NO_ROUTE, SYN_SEEN},
     },
     rewrite::{CsumWord, Insert, Plan, plan},
     tcpopt::{MAX_OPTION_STEPS, OptionWalk},
@@ -32,7 +38,7 @@ use pmtu_common::{
 
 use crate::{
     fib,
-    maps::{CLAMP_POLICY, CLAMP_SCRATCH, IP_SCRATCH, SYN_SCRATCH, count_clamp},
+    maps::{CLAMP_POLICY, CLAMP_SCRATCH, EVENTS, IP_SCRATCH, LEARN_CONFIG, LEARNED, SYN_SCRATCH, count, count_clamp},
     packet::{OptionsCopy, SkbLoaded, SkbPacket, skb_ifindex, skb_ingress_ifindex},
 };
 
@@ -40,7 +46,7 @@ use crate::{
 struct Failed;
 
 #[inline(always)]
-pub fn clamp(ctx: &TcContext, link: Link) {
+pub fn clamp(ctx: &TcContext, link: Link, egress: bool) {
     // Parse first: most packets are not SYNs, and they leave before the
     // policy hash lookup (which cost every packet ~40 ns, see BENCHMARKS.md).
     let Some(pkt) = SkbPacket::new(ctx) else {
@@ -79,7 +85,9 @@ pub fn clamp(ctx: &TcContext, link: Link) {
         return;
     };
     let policy = *policy;
-    if policy.slot >= MAX_IFACES || (policy.mode != MODE_SET_MSS && policy.mode != MODE_TO_PMTU) {
+    let base = policy.mode & MODE_BASE;
+    let learning = policy.mode & MODE_LEARNED != 0;
+    if policy.slot >= MAX_IFACES || !(base == MODE_SET_MSS || base == MODE_TO_PMTU || (base == MODE_OFF && learning)) {
         return;
     }
     let slot = policy.slot;
@@ -93,17 +101,48 @@ pub fn clamp(ctx: &TcContext, link: Link) {
     // make the verifier keep every path through the extension-header walk
     // apart (256k verified instructions instead of ~33k, measured on 6.18).
 
-    let target = if policy.mode == MODE_SET_MSS {
-        policy.mss
+    let base_mss = if base == MODE_SET_MSS {
+        Some(policy.mss)
+    } else if base == MODE_TO_PMTU {
+        pmtu_mss(ctx, syn)
     } else {
-        match pmtu_mss(ctx, syn) {
-            Some(mss) => mss,
-            None => {
-                count_clamp(slot, NO_ROUTE);
+        None
+    };
+    let Some(inputs) = CLAMP_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let learned_mss = if learning {
+        learn(syn, inputs)
+    } else {
+        // SAFETY: as below.
+        unsafe { core::ptr::write_volatile(&raw mut (*inputs).lesson.rule, 0) };
+        NO_LESSON
+    };
+    // The lowest rule wins; a tie goes to the set-mss or route rule. The
+    // target and the lesson go into map memory (`inputs`) at once: from
+    // here on the paths above (rules, route lookups, learned entries)
+    // differ in nothing the verifier keeps, so it checks the option copy
+    // and walk once, not once per path.
+    // SAFETY: this CPU's CLAMP_SCRATCH value (`learn` wrote its lesson);
+    // not preempted.
+    unsafe {
+        let target = match base_mss {
+            Some(b) if learned_mss >= b => {
+                core::ptr::write_volatile(&raw mut (*inputs).lesson.rule, 0);
+                b
+            }
+            _ if learned_mss != NO_LESSON => learned_mss,
+            _ => {
+                if base == MODE_TO_PMTU {
+                    count_clamp(slot, NO_ROUTE);
+                }
                 return;
             }
-        }
-    };
+        };
+        core::ptr::write_volatile(&raw mut (*inputs).target, target);
+        core::ptr::write_volatile(&raw mut (*inputs).base_mss, base_mss.unwrap_or(u32::MAX));
+        core::ptr::write_volatile(&raw mut (*inputs).walk, OptionWalk::default());
+    }
 
     // From a copy of the options (see OptionsCopy), which cannot fail for
     // a SYN parse_syn accepted: its options lie within the datagram, and
@@ -113,7 +152,7 @@ pub fn clamp(ctx: &TcContext, link: Link) {
         count_clamp(slot, ERRORS);
         return;
     };
-    let Some(Inputs { target, walk }) = walk_options(copy, target) else {
+    let Some(Inputs { target, lesson, base_mss, walk }) = walk_options(copy, inputs) else {
         return;
     };
     let scan = walk.scan;
@@ -131,7 +170,100 @@ pub fn clamp(ctx: &TcContext, link: Link) {
             Err(counter) => counter,
         },
     };
-    count_clamp(slot, counter);
+    if lesson.rule != 0 && (counter == CLAMPED || counter == INSERTED) {
+        count_clamp(slot, CLAMPED_LEARNED);
+        let from = if counter == INSERTED { 0 } else { scan.mss[0].value };
+        report(ctx, syn, &lesson, base_mss, from, target, egress, counter == INSERTED);
+    } else {
+        count_clamp(slot, counter);
+    }
+}
+
+/// The learned PMTU that applied to one SYN, if any (`rule` 0: none), and
+/// the MSS it allows. All u32: the verifier refuses to fill a register
+/// from part of a spilled one, which narrower fields copied through the
+/// stack led LLVM to do.
+#[derive(Clone, Copy)]
+pub struct Lesson {
+    mss: u32,
+    mtu: u32,
+    report: u32,
+    rule: u32,
+}
+
+/// `learn`'s answer when no learned entry applies.
+const NO_LESSON: u32 = u32::MAX;
+
+/// Looks up the learned PMTUs toward the segment's destination and toward
+/// its source (see pmtu_common::learned: the peer's MSS is what the source
+/// receives), keeps the lower in `inputs.lesson` and returns the MSS it
+/// allows, or NO_LESSON (rule 0) if neither has a live entry.
+///
+/// Each lookup's result goes through map memory before the next step, so
+/// that the verifier walks the outcomes of the two lookups one after the
+/// other rather than every combination of them (~15k verified
+/// instructions more otherwise, on 6.18).
+#[inline(always)]
+fn learn(syn: &Syn, inputs: *mut Inputs) -> u32 {
+    // SAFETY: this CPU's CLAMP_SCRATCH value; not preempted. LEARNED and
+    // LEARN_CONFIG values are plain data read field by field.
+    unsafe {
+        let lesson = &raw mut (*inputs).lesson;
+        core::ptr::write_volatile(lesson, Lesson { mss: NO_LESSON, mtu: u32::MAX, report: 0, rule: 0 });
+        // Userspace writes it before any entry.
+        let Some(config) = LEARN_CONFIG.get_ptr(0) else {
+            return NO_LESSON;
+        };
+        let mask = &(*config).masks[family_index(syn.family)];
+        let now = bpf_ktime_get_ns();
+        for (addr, rule) in [(&syn.dst, RULE_LEARNED_DST), (&syn.src, RULE_LEARNED_SRC)] {
+            if let Some(l) = LEARNED.get_ptr(&keyed(syn.family, addr, mask)) {
+                let mtu = (*l).mtu;
+                // Lower only: on a tie the destination's entry stays.
+                if now < (*l).expires_ns && mtu < core::ptr::read_volatile(&raw const (*lesson).mtu) {
+                    let report = (*l).report;
+                    core::ptr::write_volatile(lesson, Lesson { mss: NO_LESSON, mtu, report, rule: rule as u32 });
+                }
+            }
+        }
+        let mtu = core::ptr::read_volatile(&raw const (*lesson).mtu);
+        if mtu == u32::MAX {
+            return NO_LESSON;
+        }
+        let mss = mss_for(syn.family, mtu);
+        core::ptr::write_volatile(&raw mut (*lesson).mss, mss);
+        mss
+    }
+}
+
+/// Tells userspace which learned entry clamped this segment (the event
+/// ring; a full ring is counted in the observer's ring_lost).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn report(ctx: &TcContext, syn: &Syn, l: &Lesson, base_mss: u32, from: u16, to: u32, egress: bool, inserted: bool) {
+    let mut ev = ClampEvent::zeroed();
+    // SAFETY: no arguments.
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.ifindex = skb_ifindex(ctx);
+    ev.learned_mtu = l.mtu;
+    ev.report = l.report;
+    ev.base_mss = base_mss;
+    ev.mss_from = from;
+    ev.mss_to = to as u16;
+    ev.family = syn.family;
+    ev.rule = l.rule as u8;
+    ev.flags = if syn.flags & 0x10 != 0 { CLAMP_FLAG_SYN_ACK } else { 0 } | if inserted { CLAMP_FLAG_INSERTED } else { 0 };
+    ev.egress = egress as u8;
+    ev.src = syn.src;
+    ev.dst = syn.dst;
+    let mut ports = [0u8; 4];
+    if SkbLoaded(ctx).read_into(syn.l4, &mut ports) {
+        ev.sport = u16::from_be_bytes([ports[0], ports[1]]);
+        ev.dport = u16::from_be_bytes([ports[2], ports[3]]);
+    }
+    if EVENTS.output::<ClampEvent>(&ev, 0).is_err() {
+        count(pmtu_common::counters::RING_LOST);
+    }
 }
 
 /// The SYN parser, from the IP header on, as a BPF subprogram that reads
@@ -160,6 +292,8 @@ fn parse_into(pkt: &SkbPacket, ip: *const Ip, syn: *mut Syn) -> SynOutcome {
 #[derive(Clone, Copy)]
 pub struct Inputs {
     target: u32,
+    lesson: Lesson,
+    base_mss: u32,
     walk: OptionWalk,
 }
 
@@ -172,8 +306,9 @@ struct Steps {
 
 /// Walks the options in `copy` with pmtu_common's `scan_step` through the
 /// bpf_loop() helper, [`STEPS_PER_CALL`] steps per call of [`walk_steps`],
-/// and returns `target` and the walk as read back from per-CPU scratch
-/// memory.
+/// into `slot`'s walk, and returns what `slot` holds then (the target,
+/// the learned entry that set it if one did, the set-mss or route rule's
+/// MSS, the walk), as read back from per-CPU scratch memory.
 ///
 /// Both for the verifier (see pmtu-ebpf/VERIFIER.md). bpf_loop's callback
 /// is verified as one call, however many calls run, where a loop in the
@@ -187,14 +322,13 @@ struct Steps {
 /// Volatile, so that the compiler neither forwards the stores to the loads
 /// nor assumes anything about the walk's start.
 #[inline(always)]
-fn walk_options(copy: OptionsCopy, target: u32) -> Option<Inputs> {
-    let slot = CLAMP_SCRATCH.get_ptr_mut(0)?;
+fn walk_options(copy: OptionsCopy, slot: *mut Inputs) -> Option<Inputs> {
     let calls = MAX_OPTION_STEPS.div_ceil(STEPS_PER_CALL) as u32;
-    // SAFETY: a valid per-CPU map value of type Inputs; BPF programs are
-    // not preempted, so nothing else uses this CPU's slot meanwhile. The
-    // callback gets `steps` for the duration of the bpf_loop call only.
+    // SAFETY: a valid per-CPU map value of type Inputs, written by the
+    // caller; BPF programs are not preempted, so nothing else uses this
+    // CPU's slot meanwhile. The callback gets `steps` for the duration of
+    // the bpf_loop call only.
     unsafe {
-        core::ptr::write_volatile(slot, Inputs { target, walk: OptionWalk::default() });
         let mut steps = Steps { copy, walk: &raw mut (*slot).walk };
         // It fails only for flags other than 0 or over 2^23 calls.
         if bpf_loop(calls, walk_steps as *mut c_void, (&raw mut steps).cast(), 0) < 0 {

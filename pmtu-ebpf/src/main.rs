@@ -92,28 +92,28 @@ fn observe_tc(ctx: &TcContext, l3: bool, hook: u8) -> i32 {
 /// MSS clamper at tc ingress.
 #[classifier]
 pub fn pmtu_clamp_tc_ingress(ctx: TcContext) -> i32 {
-    clamp::clamp(&ctx, skb_link(&ctx, false));
+    clamp::clamp(&ctx, skb_link(&ctx, false), false);
     TC_ACT_UNSPEC
 }
 
 /// MSS clamper at tc egress.
 #[classifier]
 pub fn pmtu_clamp_tc_egress(ctx: TcContext) -> i32 {
-    clamp::clamp(&ctx, skb_link(&ctx, false));
+    clamp::clamp(&ctx, skb_link(&ctx, false), true);
     TC_ACT_UNSPEC
 }
 
 /// MSS clamper at tc ingress, L3 interfaces.
 #[classifier]
 pub fn pmtu_clamp_tc_ingress_l3(ctx: TcContext) -> i32 {
-    clamp::clamp(&ctx, skb_link(&ctx, true));
+    clamp::clamp(&ctx, skb_link(&ctx, true), false);
     TC_ACT_UNSPEC
 }
 
 /// MSS clamper at tc egress, L3 interfaces.
 #[classifier]
 pub fn pmtu_clamp_tc_egress_l3(ctx: TcContext) -> i32 {
-    clamp::clamp(&ctx, skb_link(&ctx, true));
+    clamp::clamp(&ctx, skb_link(&ctx, true), true);
     TC_ACT_UNSPEC
 }
 

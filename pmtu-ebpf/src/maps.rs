@@ -7,6 +7,7 @@ use aya_ebpf::{
 use pmtu_common::{
     counters,
     flow::{FlowKey, FlowState, MAX_FLOWS, MAX_REPORTERS, ObserverConfig},
+    learned::{LearnConfig, Learned, LearnedKey, MAX_LEARNED},
     policy::{self, ClampPolicy, MAX_IFACES},
     ratelimit::Bucket,
 };
@@ -91,6 +92,17 @@ pub fn count_clamp(slot: u32, counter: u32) {
         unsafe { *c += 1 };
     }
 }
+
+/// PMTUs learned from valid PTBs this host forwarded or received, per
+/// address or prefix (see pmtu_common::learned), written by userspace's
+/// learner; the clamper reads them for interfaces whose policy has
+/// MODE_LEARNED. Allocated on demand: most hosts learn few.
+#[map]
+pub static LEARNED: HashMap<LearnedKey, Learned> = HashMap::with_max_entries(MAX_LEARNED, BPF_F_NO_PREALLOC);
+
+/// How LEARNED is keyed (prefix lengths), written by userspace.
+#[map]
+pub static LEARN_CONFIG: Array<LearnConfig> = Array::with_max_entries(1, 0);
 
 /// Per-CPU scratch the clamper parses into (see `clamp::parse_into`).
 #[map]

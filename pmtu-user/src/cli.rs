@@ -47,6 +47,10 @@ pub enum Command {
     Events(EventsArgs),
     /// Ask the daemon to re-read its config (as SIGHUP does).
     Reload(ClientArgs),
+    /// Ask the daemon what it learned for learned clamping; `off` stops
+    /// learning (what was learned applies until it expires), `on` resumes,
+    /// `flush` forgets it all now.
+    Learning(LearningArgs),
     /// Remove everything pmtu pinned and attached (stopping a daemon first).
     Detach(DetachArgs),
     /// Inspect this host for what helps or hurts PMTU discovery.
@@ -114,6 +118,14 @@ pub struct EventsArgs {
     /// Keep printing events as they come.
     #[arg(long, short)]
     pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LearningArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(value_enum)]
+    pub set: Option<crate::control::LearningSwitch>,
 }
 
 #[derive(Debug, Args)]
@@ -246,7 +258,7 @@ pub fn parse_ring_kib(s: &str) -> Result<u32, String> {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("mode").required(true).args(["set_mss", "to_pmtu"])))]
+#[command(group(clap::ArgGroup::new("mode").required(true).multiple(true).args(["set_mss", "to_pmtu", "learned"])))]
 pub struct ClampArgs {
     /// Interface to clamp on, both directions, or a pattern such as 'ppp*'
     /// for every matching interface, now and as they appear (repeat for
@@ -255,28 +267,50 @@ pub struct ClampArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE", required = true)]
     pub interfaces: Vec<String>,
     /// Clamp to this MSS (never raises one).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(88..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(88..), conflicts_with = "to_pmtu")]
     pub set_mss: Option<u16>,
     /// Clamp to the route MTU through this host (toward the destination and
     /// back toward the source, the lower) less 40 for IPv4 or 60 for IPv6.
     #[arg(long)]
     pub to_pmtu: bool,
+    /// Also clamp to the PMTUs this host learns from the valid
+    /// Packet-Too-Big messages it forwards or receives on these interfaces
+    /// (toward the segment's destination and toward its source, the
+    /// lower), less 40 / 60, never below 536 / 1220. With --to-pmtu or
+    /// --set-mss the lowest applies. Prints what it learns and each SYN a
+    /// learned PMTU clamps.
+    #[arg(long)]
+    pub learned: bool,
+    /// With --learned: key learned PMTUs by prefix rather than address,
+    /// V4[/V6] bits (e.g. 24 or 24/64). One report then lowers the MSS
+    /// toward every host of the prefix: fewer PTBs needed, but a host
+    /// behind a narrow link narrows its neighbours too.
+    #[arg(long, value_name = "V4[/V6]", value_parser = crate::plan::parse_learn_prefix, requires = "learned")]
+    pub learn_prefix: Option<pmtu_common::learned::LearnConfig>,
+    /// With --learned: seconds a learned PMTU lasts (default: the host's
+    /// net.ipv4/ipv6.route.mtu_expires, as the kernel's own cache).
+    #[arg(long, value_name = "SECS", value_parser = parse_nonzero_secs, requires = "learned")]
+    pub expires: Option<u64>,
     /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,
-    /// Print the counters as JSON.
+    /// Print the counters (and with --learned, each line) as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 impl From<ClampArgs> for ClampOptions {
     fn from(a: ClampArgs) -> Self {
+        let base = match (a.set_mss, a.to_pmtu) {
+            (Some(mss), _) => Some(crate::clamp::Base::SetMss(mss)),
+            (None, true) => Some(crate::clamp::Base::ToPmtu),
+            (None, false) => None,
+        };
         ClampOptions {
             ifaces: a.interfaces,
-            mode: match a.set_mss {
-                Some(mss) => ClampMode::SetMss(mss),
-                None => ClampMode::ToPmtu,
-            },
+            mode: ClampMode { base, learned: a.learned },
+            learn: a.learn_prefix.unwrap_or(pmtu_common::learned::LearnConfig::EXACT),
+            expires_secs: a.expires,
             duration: a.duration,
             json: a.json,
         }
@@ -384,10 +418,10 @@ mod tests {
     fn clamp_arguments() {
         let cli = Cli::try_parse_from(["pmtu", "clamp", "-i", "eth0", "--set-mss", "1200"]).unwrap();
         let Command::Clamp(c) = cli.command else { panic!("not clamp") };
-        assert_eq!(ClampOptions::from(c).mode, ClampMode::SetMss(1200));
+        assert_eq!(ClampOptions::from(c).mode, ClampMode::set_mss(1200));
         let cli = Cli::try_parse_from(["pmtu", "clamp", "-i", "eth0", "--to-pmtu", "--json"]).unwrap();
         let Command::Clamp(c) = cli.command else { panic!("not clamp") };
-        assert_eq!(ClampOptions::from(c).mode, ClampMode::ToPmtu);
+        assert_eq!(ClampOptions::from(c).mode, ClampMode::TO_PMTU);
         for args in [
             &["pmtu", "clamp", "-i", "eth0"][..],
             &["pmtu", "clamp", "-i", "eth0", "--to-pmtu", "--set-mss", "1200"],

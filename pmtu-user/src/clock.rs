@@ -30,7 +30,7 @@ impl WallClock {
     }
 
     /// A fixed offset, for tests.
-    pub fn with_offset_ns(realtime_minus_mono_ns: i128) -> Self {
+    pub const fn with_offset_ns(realtime_minus_mono_ns: i128) -> Self {
         Self { realtime_minus_mono_ns }
     }
 

@@ -89,6 +89,7 @@ struct RawConfig {
     pcap: Option<Spanned<PathBuf>>,
     pcap_max_bytes: Option<Spanned<u64>>,
     pcap_keep: Option<Spanned<u32>>,
+    learn_prefix: Option<Spanned<String>>,
     #[serde(default)]
     interface: Vec<Spanned<RawIface>>,
 }
@@ -99,7 +100,7 @@ struct RawIface {
     name: Spanned<String>,
     trace: Option<bool>,
     hook: Option<Spanned<HookName>>,
-    clamp: Option<Spanned<ClampName>>,
+    clamp: Option<Spanned<ClampSpec>>,
     mss: Option<Spanned<u64>>,
 }
 
@@ -112,12 +113,73 @@ enum HookName {
     Xdp,
 }
 
-#[derive(Clone, Copy, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case")]
 enum ClampName {
     Off,
     ToPmtu,
     SetMss,
+    Learned,
+}
+
+/// `clamp = "to-pmtu"`, or several rules: `clamp = ["learned", "to-pmtu"]`.
+#[derive(Clone, Debug, PartialEq)]
+struct ClampSpec(Vec<ClampName>);
+
+impl<'de> Deserialize<'de> for ClampSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ClampSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a clamp rule (\"off\", \"to-pmtu\", \"set-mss\", \"learned\") or a list of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ClampSpec, E> {
+                let name = ClampName::deserialize(serde::de::value::StrDeserializer::<E>::new(v))?;
+                Ok(ClampSpec(vec![name]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ClampSpec, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<ClampName>()? {
+                    names.push(name);
+                }
+                Ok(ClampSpec(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl ClampSpec {
+    /// The mode it asks for (None: off), with `mss` for set-mss.
+    fn mode(&self, mss: Option<u16>) -> Result<Option<ClampMode>, String> {
+        let has = |n: ClampName| self.0.contains(&n);
+        if self.0.is_empty() {
+            return Err("give a rule, e.g. \"to-pmtu\", or [\"learned\", \"to-pmtu\"]".into());
+        }
+        if has(ClampName::Off) {
+            return if self.0.len() == 1 { Ok(None) } else { Err("\"off\" cannot be combined with other rules".into()) };
+        }
+        if has(ClampName::ToPmtu) && has(ClampName::SetMss) {
+            return Err("\"to-pmtu\" and \"set-mss\" exclude each other (combine either with \"learned\")".into());
+        }
+        let mut seen = Vec::new();
+        for n in &self.0 {
+            if seen.contains(n) {
+                return Err(format!("{n:?} is given twice"));
+            }
+            seen.push(*n);
+        }
+        let base = if has(ClampName::ToPmtu) {
+            Some(crate::clamp::Base::ToPmtu)
+        } else if has(ClampName::SetMss) {
+            // Checked by the caller: set-mss comes with mss.
+            Some(crate::clamp::Base::SetMss(mss.unwrap_or(u16::MAX)))
+        } else {
+            None
+        };
+        Ok(Some(ClampMode { base, learned: has(ClampName::Learned) }))
+    }
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -218,8 +280,16 @@ impl RawConfig {
             keep,
         });
 
+        let interfaces = interfaces(cx, self.interface)?;
+        if let Some(prefix) = &self.learn_prefix
+            && !interfaces.iter().any(|r| r.plan.clamp.is_some_and(|c| c.learned))
+        {
+            return Err(cx.at(prefix.span(), "learn-prefix", "only used with clamp = \"learned\""));
+        }
+        let learn = checked(cx, self.learn_prefix, "learn-prefix", |p| crate::plan::parse_learn_prefix(&p))?;
         Ok(Plan {
-            interfaces: interfaces(cx, self.interface)?,
+            interfaces,
+            learn: learn.unwrap_or(pmtu_common::learned::LearnConfig::EXACT),
             table,
             observer: observer_config(
                 flow_timeout.unwrap_or(defaults.flow_timeout_ns / 1_000_000_000),
@@ -249,6 +319,7 @@ fn interfaces(cx: &Cx, raw: Vec<Spanned<RawIface>>) -> Result<Vec<IfaceRule>, Co
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut rules = Vec::new();
+    let mut first_learned = None;
     for table in raw {
         let header = table.span();
         let iface = table.into_inner();
@@ -279,34 +350,43 @@ fn interfaces(cx: &Cx, raw: Vec<Spanned<RawIface>>) -> Result<Vec<IfaceRule>, Co
         if let (false, Some(hook)) = (trace, &iface.hook) {
             return Err(cx.at(hook.span(), "interface.hook", "only used with trace = true (where PTBs are observed)"));
         }
-        let clamp_name = iface.clamp.as_ref().map(|c| *c.get_ref());
+        let set_mss = iface.clamp.as_ref().is_some_and(|c| c.get_ref().0.contains(&ClampName::SetMss));
         match (&iface.clamp, &iface.mss) {
-            (Some(clamp), None) if clamp_name == Some(ClampName::SetMss) => {
+            (Some(clamp), None) if set_mss => {
                 let span = clamp.span();
                 return Err(cx.at(span, "interface.clamp", "clamp = \"set-mss\" needs mss = N (88 to 65535)"));
             }
-            (_, Some(mss)) if clamp_name != Some(ClampName::SetMss) => {
+            (_, Some(mss)) if !set_mss => {
                 return Err(cx.at(mss.span(), "interface.mss", "only used with clamp = \"set-mss\""));
             }
             _ => {}
         }
         let mss = checked(cx, iface.mss, "interface.mss", mss)?;
+        let clamp_span = iface.clamp.as_ref().map(Spanned::span);
+        let clamp = checked(cx, iface.clamp, "interface.clamp", |spec| spec.mode(mss))?.flatten();
+        if clamp.is_some_and(|c| c.learned) && first_learned.is_none() {
+            first_learned = clamp_span;
+        }
         let plan = IfacePlan {
             trace: trace.then(|| match iface.hook.map(Spanned::into_inner) {
                 Some(HookName::Xdp) => IngressHook::Xdp,
                 Some(HookName::Tc) | None => IngressHook::Tc,
             }),
-            clamp: match clamp_name {
-                Some(ClampName::SetMss) => mss.map(ClampMode::SetMss),
-                Some(ClampName::ToPmtu) => Some(ClampMode::ToPmtu),
-                Some(ClampName::Off) | None => None,
-            },
+            clamp,
         };
         if plan.is_empty() {
             let msg = format!("{name:?} does nothing: give trace = true, a clamp, or both");
             return Err(cx.at(header, "interface", msg));
         }
         rules.push(IfaceRule { selector: name, plan });
+    }
+    // Learned clamping learns from what the observer sees: with nothing
+    // traced it would never clamp, silently.
+    if let Some(span) = first_learned
+        && !rules.iter().any(|r| r.plan.trace.is_some())
+    {
+        let msg = "\"learned\" learns from the PTBs pmtu observes: give trace = true on the interfaces they cross";
+        return Err(cx.at(span, "interface.clamp", msg));
     }
     Ok(rules)
 }
@@ -405,10 +485,8 @@ pub fn describe(plan: &Plan) -> String {
         if let Some(hook) = rule.plan.trace {
             does.push(format!("trace (ingress at {})", if hook == IngressHook::Xdp { "xdp" } else { "tc" }));
         }
-        match rule.plan.clamp {
-            Some(ClampMode::ToPmtu) => does.push("clamp MSS to the path MTU".into()),
-            Some(ClampMode::SetMss(mss)) => does.push(format!("clamp MSS to {mss}")),
-            None => {}
+        if let Some(mode) = rule.plan.clamp {
+            does.push(format!("clamp MSS {}", mode.describe()));
         }
         out += &format!("interface {}: {}\n", rule.selector, does.join(", "));
     }
@@ -469,12 +547,13 @@ on-exit = "detach"
 pcap = "/var/lib/pmtu/ptb.pcap"
 pcap-max-bytes = 8192
 pcap-keep = 2
+learn-prefix = "24/64"
 
 [[interface]]
 name = "eth0"
 trace = true
 hook = "xdp"
-clamp = "set-mss"
+clamp = ["learned", "set-mss"]
 mss = 1360
 
 [[interface]]
@@ -485,10 +564,14 @@ clamp = "to-pmtu"
             interfaces: vec![
                 IfaceRule {
                     selector: "eth0".into(),
-                    plan: IfacePlan { trace: Some(IngressHook::Xdp), clamp: Some(ClampMode::SetMss(1360)) },
+                    plan: IfacePlan {
+                        trace: Some(IngressHook::Xdp),
+                        clamp: Some(ClampMode::set_mss(1360).with_learned(true)),
+                    },
                 },
-                IfaceRule { selector: "ppp*".into(), plan: IfacePlan { trace: None, clamp: Some(ClampMode::ToPmtu) } },
+                IfaceRule { selector: "ppp*".into(), plan: IfacePlan { trace: None, clamp: Some(ClampMode::TO_PMTU) } },
             ],
+            learn: pmtu_common::learned::LearnConfig::new(24, 64),
             table: TableSettings {
                 expires_secs: Some(600),
                 max_destinations: NonZeroUsize::new(1000).unwrap(),
@@ -514,7 +597,7 @@ clamp = "to-pmtu"
         let want = Plan {
             interfaces: vec![IfaceRule {
                 selector: "wg0".into(),
-                plan: IfacePlan { trace: None, clamp: Some(ClampMode::ToPmtu) },
+                plan: IfacePlan { trace: None, clamp: Some(ClampMode::TO_PMTU) },
             }],
             daemon: Some(DaemonSettings::default()),
             ..Plan::default()
@@ -568,6 +651,14 @@ clamp = "to-pmtu"
             (format!("pcap-keep = 3\n{IFACE}"), Some(1), "pcap-keep", "only used with pcap"),
             (format!("pcap = \"/p.pcap\"\npcap-max-bytes = 10\n{IFACE}"), Some(2), "pcap-max-bytes", "below"),
             ("expires = 5\n".into(), None, "interface", "no [[interface]]"),
+            (format!("{x}clamp = \"learned\"\n"), Some(3), "interface.clamp", "trace = true"),
+            (format!("{IFACE}clamp = [\"to-pmtu\", \"set-mss\"]\nmss = 1300\n"), Some(4), "interface.clamp", "exclude each other"),
+            (format!("{IFACE}clamp = [\"learned\", \"off\"]\n"), Some(4), "interface.clamp", "cannot be combined"),
+            (format!("{IFACE}clamp = [\"learned\", \"learned\"]\n"), Some(4), "interface.clamp", "given twice"),
+            (format!("{IFACE}clamp = []\n"), Some(4), "interface.clamp", "give a rule"),
+            (format!("{IFACE}clamp = [\"sometimes\"]\n"), Some(4), "interface.clamp", "unknown value `sometimes`"),
+            (format!("learn-prefix = \"24\"\n{IFACE}clamp = \"to-pmtu\"\n"), Some(1), "learn-prefix", "only used with clamp = \"learned\""),
+            (format!("learn-prefix = \"40/64\"\n{IFACE}clamp = \"learned\"\n"), Some(1), "learn-prefix", "give 8 to 32"),
         ];
         for (text, line, key, needle) in cases {
             let err = parse_str(&text).unwrap_err();
@@ -605,7 +696,7 @@ clamp = "to-pmtu"
         let plan = parse_str(include_str!("../../contrib/pmtu.toml")).unwrap();
         assert_eq!(plan.selectors(), ["eth0", "ppp*", "wg*"]);
         assert_eq!(plan.for_selector("eth0").trace, Some(IngressHook::Tc));
-        assert_eq!(plan.for_selector("wg*").clamp, Some(ClampMode::ToPmtu));
+        assert_eq!(plan.for_selector("wg*").clamp, Some(ClampMode::TO_PMTU));
         let daemon = plan.daemon.as_ref().unwrap();
         assert_eq!((daemon.metrics, daemon.on_exit), (Some("127.0.0.1:9721".parse().unwrap()), OnExit::Keep));
         let text = describe(&plan);

@@ -51,12 +51,32 @@ pub enum Request {
         follow: bool,
     },
     Reload,
+    /// Learned clamping: switch learning on or off, or forget every
+    /// lesson (`set`), and/or say what is learned.
+    Learning {
+        #[serde(default)]
+        set: Option<LearningSwitch>,
+        #[serde(default)]
+        json: bool,
+    },
     /// Stop the daemon; `detach` removes everything (`pmtu detach`),
     /// otherwise its `on-exit` applies.
     Stop {
         #[serde(default)]
         detach: bool,
     },
+}
+
+/// `pmtu learning on|off|flush`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LearningSwitch {
+    /// Learn from valid PTBs again.
+    On,
+    /// Learn nothing new; what was learned applies until it expires.
+    Off,
+    /// Forget every learned PMTU now (learning stays as it is).
+    Flush,
 }
 
 /// One line of an answer.

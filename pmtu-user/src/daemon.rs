@@ -21,16 +21,17 @@ use tokio::{
 use crate::{
     clock::{WallClock, monotonic_ns},
     config,
-    control::{self, Incoming, Reply, Request},
+    control::{self, Incoming, LearningSwitch, Reply, Request},
     iface::{Interfaces, Prepared},
     kernel_cache::{KernelCache, Sysctls},
+    learn::Learner,
     metrics::{self, EventTally},
     pcap::PcapSink,
     plan::{OnExit, Plan},
     stop::{Stop, Wake},
     supervisor::Supervisor,
     table::Table,
-    trace::{Consumer, Moment, Report, Seen, event_line},
+    trace::{Consumer, Item, Moment, Report, Seen, event_line},
 };
 
 /// Events kept for `pmtu events` (without --follow).
@@ -55,9 +56,31 @@ struct Outputs {
 }
 
 impl Outputs {
-    fn take(&mut self, seen: &Seen<'_>, clock: &WallClock) {
-        let text = event_line(seen, clock, false);
-        let json = event_line(seen, clock, true);
+    fn take(&mut self, item: &Item<'_>, clock: &WallClock) {
+        let (text, json) = match item {
+            Item::Ptb(seen) => {
+                self.ptb(seen, clock);
+                (event_line(seen, clock, false), event_line(seen, clock, true))
+            }
+            Item::Note(note) => (note.text.clone(), note.json.clone()),
+        };
+        self.followers.retain(|f| {
+            let line = if f.json { json.clone() } else { text.clone() };
+            match f.reply.try_send(Reply::Out { out: line }) {
+                Ok(()) => true,
+                // A slow follower misses lines rather than stalling the daemon.
+                Err(mpsc::error::TrySendError::Full(_)) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((text, json));
+    }
+
+    /// What a PTB feeds besides the event lines: metrics, pcap.
+    fn ptb(&mut self, seen: &Seen<'_>, clock: &WallClock) {
         self.tally.record(seen.ptb, seen.ifname);
         if seen.ptb.reasons == 0 {
             self.dst_iface.insert(seen.ptb.orig_dst, seen.ifname.to_string());
@@ -73,19 +96,6 @@ impl Outputs {
         if self.pcap_failed {
             self.pcap = None;
         }
-        self.followers.retain(|f| {
-            let line = if f.json { json.clone() } else { text.clone() };
-            match f.reply.try_send(Reply::Out { out: line }) {
-                Ok(()) => true,
-                // A slow follower misses lines rather than stalling the daemon.
-                Err(mpsc::error::TrySendError::Full(_)) => true,
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
-        if self.recent.len() == RECENT_EVENTS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((text, json));
     }
 }
 
@@ -154,6 +164,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         .await
         .context("following this host's addresses")?;
     let ring = supervisor.programs.take_events()?;
+    let learned = supervisor.programs.take_learned(plan.learn)?;
     let mut ifaces = Interfaces::start(prepared, supervisor)?;
     for line in ifaces.hooks.release_prior()? {
         eprintln!("pmtu: {line}");
@@ -167,11 +178,15 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let (metrics_tx, mut metrics_requests) = mpsc::channel::<oneshot::Sender<String>>(16);
     let metrics_task = metrics_listener.map(|l| tokio::spawn(metrics::serve(l, metrics_tx)));
 
+    let mut consumer = Consumer::new(Table::with_rules(plan.table.max_destinations, rules, plan.table.accept_unvalidated));
+    let mut learner = Learner::new(learned, plan.learn, rules, plan.table.max_destinations);
+    learner.set_wanted(plan.learns());
+    consumer.learner = Some(learner);
     let mut d = Daemon {
         config_path,
         plan: plan.clone(),
         ifaces,
-        consumer: Consumer::new(Table::with_rules(plan.table.max_destinations, rules, plan.table.accept_unvalidated)),
+        consumer,
         outputs: Outputs { recent: VecDeque::new(), followers: Vec::new(), tally: EventTally::default(), pcap, pcap_failed: false, dst_iface: HashMap::new() },
         sysctls,
         kernel_cache: None,
@@ -191,6 +206,9 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let mut stopper: Option<mpsc::Sender<Reply>> = None;
     let mut failure = None;
     let mut tick = tokio::time::interval(Duration::from_secs(10));
+    // Learned entries leave the clamper's map within a second of expiring
+    // (the clamper ignores them from that instant on anyway).
+    let mut learn_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -240,6 +258,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 d.consumer.table.expire(monotonic_ns());
             }
+            _ = learn_tick.tick() => d.sync_learned(),
         }
     }
 
@@ -332,13 +351,49 @@ fn hook_of(program: &str) -> (&'static str, Option<TcAttachType>) {
 impl Daemon {
     fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
         let outputs = &mut self.outputs;
-        let mut sink = |seen: &Seen<'_>, clock: &WallClock| -> io::Result<()> {
-            outputs.take(seen, clock);
+        let mut sink = |item: &Item<'_>, clock: &WallClock| -> io::Result<()> {
+            outputs.take(item, clock);
             Ok(())
         };
         if let Err(e) = self.consumer.drain(ring, &self.ifaces.hooks.names, &mut sink) {
             tracing::error!("draining the event ring: {e}");
         }
+    }
+
+    /// Learned entries to the map (expired ones out), lines to the outputs.
+    fn sync_learned(&mut self) {
+        let outputs = &mut self.outputs;
+        let mut sink = |item: &Item<'_>, clock: &WallClock| -> io::Result<()> {
+            outputs.take(item, clock);
+            Ok(())
+        };
+        if let Err(e) = self.consumer.sync_learned(&mut sink) {
+            tracing::error!("updating learned PMTUs: {e}");
+        }
+    }
+
+    /// `pmtu learning [on|off|flush]`.
+    fn learning(&mut self, set: Option<LearningSwitch>, json: bool) -> anyhow::Result<String> {
+        let learner = self.consumer.learner.as_mut().context("this daemon has no learner")?;
+        match set {
+            Some(LearningSwitch::On) => learner.set_enabled(true),
+            Some(LearningSwitch::Off) => learner.set_enabled(false),
+            Some(LearningSwitch::Flush) => {
+                let n = learner.flush();
+                tracing::info!("learned PMTUs flushed ({n} destination(s))");
+            }
+            None => {}
+        }
+        if let Some(s) = set {
+            tracing::info!("learning: {s:?}");
+        }
+        self.sync_learned();
+        let learner = self.consumer.learner.as_ref().context("this daemon has no learner")?;
+        let status = learner.status(monotonic_ns());
+        if json {
+            return serde_json::to_string(&status).context("rendering the learned PMTUs as JSON");
+        }
+        Ok(status.text())
     }
 
     async fn reload(&mut self) -> anyhow::Result<Vec<String>> {
@@ -352,10 +407,15 @@ impl Daemon {
         let new = config::load(&self.config_path)?;
         let mut said = Vec::new();
         let (old_d, new_d) = (self.plan.daemon.clone().unwrap_or_default(), new.daemon.clone().unwrap_or_default());
-        if old_d != new_d || self.plan.ring_bytes != new.ring_bytes || self.plan.pcap != new.pcap || self.plan.table != new.table {
+        if old_d != new_d
+            || self.plan.ring_bytes != new.ring_bytes
+            || self.plan.pcap != new.pcap
+            || self.plan.table != new.table
+            || self.plan.learn != new.learn
+        {
             said.push(
-                "pin-path, control-socket, control-group, metrics, on-exit, ring-kib, pcap and the table's settings \
-                 take effect at the next start; the interfaces and rate limits are reloaded now"
+                "pin-path, control-socket, control-group, metrics, on-exit, ring-kib, pcap, learn-prefix and the \
+                 table's settings take effect at the next start; the interfaces and rate limits are reloaded now"
                     .to_string(),
             );
         }
@@ -365,7 +425,11 @@ impl Daemon {
         plan.ring_bytes = self.plan.ring_bytes;
         plan.pcap = self.plan.pcap.clone();
         plan.table = self.plan.table;
+        plan.learn = self.plan.learn;
         self.ifaces.hooks.set_plan(plan.clone())?;
+        if let Some(l) = self.consumer.learner.as_mut() {
+            l.set_wanted(plan.learns());
+        }
         let selectors = self.ifaces.hooks.selectors().clone();
         self.ifaces.reselect(selectors).await?;
         said.extend(self.ifaces.hooks.converge());
@@ -402,6 +466,7 @@ impl Daemon {
                 Ok(text)
             }
             Request::Reload => self.reload().await.map(|lines| lines.join("\n")),
+            Request::Learning { set, json } => self.learning(set, json),
             Request::Stop { .. } => Err(anyhow!("handled by the main loop")),
         };
         match result {

@@ -7,13 +7,18 @@ use pmtu_common::{
         CAPTURE_BYTES, CAPTURE_LINK_ETHERNET, CAPTURE_LINK_L3, CapturedPtb, DIR_RECEIVED, DIR_SENT, DIR_TRANSIT,
         FLAG_MTU_ESTIMATED, HOOK_TC_EGRESS, HOOK_TC_INGRESS, HOOK_XDP, PtbEvent,
     },
+    learned::ClampEvent,
     validate::REASON_NAMES,
 };
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
-    #[error("ring record is {got} bytes, expected {expected} (or {} with the packet's first bytes)", size_of::<CapturedPtb>())]
+    #[error(
+        "ring record is {got} bytes, expected {expected} (or {} with the packet's first bytes, or {} from the clamper)",
+        size_of::<CapturedPtb>(),
+        size_of::<ClampEvent>()
+    )]
     Size { got: usize, expected: usize },
     #[error("unknown address family {0}")]
     Family(u8),
@@ -143,6 +148,26 @@ fn addr(family: u8, raw: [u8; 16]) -> IpAddr {
 /// event and its packet's first bytes), told apart by length. The record
 /// is copied out with bytemuck (ring records are only 8-byte aligned by
 /// the kernel's own layout, and a copy keeps this independent of that).
+/// One ring record: the observer's PTB events, or the clamper's report of
+/// a SYN a learned PMTU clamped (told apart by length).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Ptb(Ptb),
+    Clamp(ClampEvent),
+}
+
+pub fn decode_record(record: &[u8]) -> Result<Record, DecodeError> {
+    if record.len() == size_of::<ClampEvent>() {
+        let raw: ClampEvent = bytemuck::try_pod_read_unaligned(record)
+            .map_err(|_| DecodeError::Size { got: record.len(), expected: size_of::<PtbEvent>() })?;
+        if raw.family != 4 && raw.family != 6 {
+            return Err(DecodeError::Family(raw.family));
+        }
+        return Ok(Record::Clamp(raw));
+    }
+    decode(record).map(Record::Ptb)
+}
+
 pub fn decode(record: &[u8]) -> Result<Ptb, DecodeError> {
     if record.len() == size_of::<CapturedPtb>() {
         let raw: CapturedPtb = bytemuck::try_pod_read_unaligned(record).map_err(|_| DecodeError::Size {
@@ -300,6 +325,18 @@ mod tests {
         let rec = captured(raw_v4(), CAPTURE_LINK_L3, 96, 96);
         let bytes = bytemuck::bytes_of(&rec);
         assert_eq!(decode(&bytes[..367]), Err(DecodeError::Size { got: 367, expected: 104 }));
+    }
+
+    #[test]
+    fn clamp_records_are_told_apart_by_length() {
+        let mut ev = ClampEvent::zeroed();
+        ev.family = 6;
+        ev.mss_to = 1290;
+        assert_eq!(decode_record(bytemuck::bytes_of(&ev)), Ok(Record::Clamp(ev)));
+        ev.family = 0;
+        assert_eq!(decode_record(bytemuck::bytes_of(&ev)), Err(DecodeError::Family(0)));
+        let raw = raw_v4();
+        assert!(matches!(decode_record(bytemuck::bytes_of(&raw)), Ok(Record::Ptb(_))));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod features;
 pub mod iface;
 pub mod kernel_cache;
 pub mod lab;
+pub mod learn;
 pub mod legacy_tc;
 pub mod loader;
 pub mod local_addrs;

@@ -68,6 +68,14 @@ pub const MAP_OBSERVER_CONFIG: &str = "OBSERVER_CONFIG";
 pub const MAP_CAPTURE: &str = "CAPTURE";
 pub const MAP_OBSERVED: &str = "OBSERVED";
 pub const MAP_LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+/// PMTUs learned from PTBs, for learned clamping (learn.rs). Not pinned:
+/// each pmtu starts learning afresh, and entries carry their own expiry,
+/// which the clamper checks, so none outlives its time when pmtu is gone.
+pub const MAP_LEARNED: &str = "LEARNED";
+pub const MAP_LEARN_CONFIG: &str = "LEARN_CONFIG";
+
+/// The clamper's LEARNED map, as the learner holds it.
+pub type LearnedHandle = HashMap<MapData, pmtu_common::learned::LearnedKey, pmtu_common::learned::Learned>;
 
 pub const PROG_NOOP_XDP: &str = "pmtu_noop_xdp";
 pub const PROG_NOOP_TC: &str = "pmtu_noop_tc";
@@ -113,7 +121,7 @@ impl Role {
     /// may have (a ring buffer is at least one page).
     fn unused_maps(self) -> &'static [(&'static str, u32)] {
         match self {
-            Role::Observer => &[("CLAMP_POLICY", 1), ("CLAMP_COUNTERS", 1)],
+            Role::Observer => &[("CLAMP_POLICY", 1), ("CLAMP_COUNTERS", 1), (MAP_LEARNED, 1)],
             Role::Clamper => &[
                 (MAP_EVENTS, 4096),
                 ("FLOWS", 1),
@@ -175,11 +183,7 @@ const fn aya_fib_skip_neigh() -> u32 {
 
 /// What a clamp policy does, for messages.
 fn describe_policy(policy: &ClampPolicy) -> String {
-    if policy.mode == pmtu_common::policy::MODE_SET_MSS {
-        format!("to {}", policy.mss)
-    } else {
-        "to the path MTU less 40 (IPv4) / 60 (IPv6)".to_string()
-    }
+    crate::clamp::ClampMode::from_policy(policy).describe()
 }
 
 /// "ingress" or "egress", for messages.
@@ -424,6 +428,7 @@ pub const SMALLEST_MAPS: &[(&str, u32)] = &[
     (MAP_LOCAL_ADDRS, 1),
     (MAP_CLAMP_POLICY, 1),
     (MAP_CLAMP_COUNTERS, 1),
+    (MAP_LEARNED, 1),
 ];
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
@@ -768,6 +773,16 @@ impl Programs {
         let mut policies: HashMap<&mut MapData, u32, ClampPolicy> = HashMap::try_from(map)?;
         policies.insert(index, policy, 0)?;
         Ok(())
+    }
+
+    /// Takes the clamper's LEARNED map out of the object (once), for the
+    /// learner (learn.rs), after writing how its keys are made.
+    pub fn take_learned(&mut self, config: pmtu_common::learned::LearnConfig) -> anyhow::Result<LearnedHandle> {
+        let map = self.ebpf.map_mut(MAP_LEARN_CONFIG).context("LEARN_CONFIG map missing")?;
+        let mut array: Array<&mut MapData, pmtu_common::learned::LearnConfig> = Array::try_from(map)?;
+        array.set(0, config, 0).context("writing the learning prefixes")?;
+        let map = self.ebpf.take_map(MAP_LEARNED).context("LEARNED map missing or already taken")?;
+        Ok(HashMap::try_from(map)?)
     }
 
     /// Takes the observer's LOCAL_ADDRS map out of the object (once), for

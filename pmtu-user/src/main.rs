@@ -42,6 +42,9 @@ fn main() -> ExitCode {
                 control::ask(&a.client.control, &Request::Events { json: a.client.json, follow: a.follow }).await
             }
             Command::Reload(a) => control::ask(&a.control, &Request::Reload).await,
+            Command::Learning(a) => {
+                control::ask(&a.client.control, &Request::Learning { set: a.set, json: a.client.json }).await
+            }
             Command::Doctor(args) => doctor::run(args).await.map(|()| true),
             Command::Detach(a) => daemon::detach(&a.pin_path, &a.control).await.map(|lines| {
                 for line in lines {

@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, num::NonZeroUsize, path::PathBuf};
 
-use pmtu_common::flow::ObserverConfig;
+use pmtu_common::{flow::ObserverConfig, learned::LearnConfig};
 
 use crate::{clamp::ClampMode, loader::IngressHook, table::DEFAULT_MAX_DESTINATIONS};
 
@@ -118,6 +118,9 @@ pub struct Plan {
     /// Event ring size in bytes (None: the object's 256 KiB).
     pub ring_bytes: Option<u32>,
     pub pcap: Option<PcapSettings>,
+    /// How learned PMTUs are keyed (`--learn-prefix`), for interfaces
+    /// clamped to them.
+    pub learn: LearnConfig,
     /// `pmtu run` only: pinned state, control socket, metrics.
     pub daemon: Option<DaemonSettings>,
 }
@@ -130,6 +133,7 @@ impl Default for Plan {
             observer: ObserverConfig::DEFAULT,
             ring_bytes: None,
             pcap: None,
+            learn: LearnConfig::EXACT,
             daemon: None,
         }
     }
@@ -155,6 +159,32 @@ impl Plan {
     pub fn clamps(&self) -> bool {
         self.interfaces.iter().any(|r| r.plan.clamp.is_some())
     }
+
+    /// True if any interface is clamped to learned PMTUs.
+    pub fn learns(&self) -> bool {
+        self.interfaces.iter().any(|r| r.plan.clamp.is_some_and(|c| c.learned))
+    }
+}
+
+/// `--learn-prefix V4[/V6]` and the config's `learn-prefix`: "24" keys
+/// IPv4 entries by /24 and IPv6 by whole addresses, "24/64" both.
+pub fn parse_learn_prefix(s: &str) -> Result<LearnConfig, String> {
+    let (v4, v6) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let v4: u32 = v4.trim().parse().map_err(|_| format!("{s:?}: expected V4[/V6] prefix lengths, e.g. 24 or 24/64"))?;
+    let v6: u32 = match v6 {
+        Some(b) => b.trim().parse().map_err(|_| format!("{s:?}: expected V4[/V6] prefix lengths, e.g. 24 or 24/64"))?,
+        None => 128,
+    };
+    if !(8..=32).contains(&v4) {
+        return Err(format!("IPv4 prefix /{v4}: give 8 to 32"));
+    }
+    if !(16..=128).contains(&v6) {
+        return Err(format!("IPv6 prefix /{v6}: give 16 to 128"));
+    }
+    Ok(LearnConfig::new(v4, v6))
 }
 
 /// The observer's kernel settings from per-second rates, as `pmtu trace`'s

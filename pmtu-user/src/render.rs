@@ -102,7 +102,7 @@ pub fn proto_name(proto: u8) -> String {
     }
 }
 
-fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
+pub(crate) fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
     match (addr, port) {
         (IpAddr::V4(a), Some(p)) => format!("{a}:{p}"),
         (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),

@@ -491,6 +491,12 @@ impl Table {
         outcome
     }
 
+    /// The live entry for `key`, as the last report left it (expired or
+    /// not: see [`Cached::expires_ns`]).
+    pub fn cached(&self, key: &Key) -> Option<Cached> {
+        self.entries.peek(key).and_then(|e| e.cache)
+    }
+
     /// Expires entries whose time is up (they stay as destinations seen).
     pub fn expire(&mut self, now_ns: u64) {
         for (_, entry) in self.entries.iter_mut() {

@@ -18,7 +18,9 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     clock::{WallClock, monotonic_ns},
-    decode::{Ptb, decode},
+    decode::{Ptb, Record, decode_record},
+    learn::{Learner, Note},
+    loader::LearnedHandle,
     iface::{Interfaces, Prepared},
     kernel_cache::{self, KernelCache, Sysctls},
     loader::{IngressHook, ifname},
@@ -57,12 +59,14 @@ pub struct TraceOptions {
 const KERNEL_BUDGET: Duration = Duration::from_secs(10);
 
 /// Drains the ring into the table, handing each event to a sink (`pmtu
-/// trace` prints it; the daemon counts, captures and forwards it).
+/// trace` prints it; the daemon counts, captures and forwards it), and
+/// teaches the learner, when clamping to learned PMTUs.
 pub(crate) struct Consumer {
     pub(crate) table: Table,
     pub(crate) clock: WallClock,
     pub(crate) delivered: u64,
     pub(crate) decode_errors: u64,
+    pub(crate) learner: Option<Learner<LearnedHandle>>,
 }
 
 /// The interface's name, or `ifN` for one pmtu is not attached to and
@@ -81,9 +85,16 @@ pub(crate) struct Seen<'a> {
     pub(crate) out_ifname: Option<&'a str>,
 }
 
+/// What the consumer hands its sink: a PTB, or a line about learned
+/// clamping (a lesson learned or forgotten, a SYN clamped by one).
+pub(crate) enum Item<'a> {
+    Ptb(Seen<'a>),
+    Note(&'a Note),
+}
+
 impl Consumer {
     pub(crate) fn new(table: Table) -> Self {
-        Self { table, clock: WallClock::now(), delivered: 0, decode_errors: 0 }
+        Self { table, clock: WallClock::now(), delivered: 0, decode_errors: 0, learner: None }
     }
 
     /// Reads every record available now. Fails only if the sink does.
@@ -93,23 +104,48 @@ impl Consumer {
         &mut self,
         ring: &mut RingBuf<MapData>,
         names: &HashMap<u32, String>,
-        sink: &mut dyn FnMut(&Seen<'_>, &WallClock) -> io::Result<()>,
+        sink: &mut dyn FnMut(&Item<'_>, &WallClock) -> io::Result<()>,
     ) -> io::Result<()> {
         while let Some(record) = ring.next() {
-            let ptb = match decode(&record) {
-                Ok(ptb) => ptb,
+            let decoded = decode_record(&record);
+            drop(record);
+            let ptb = match decoded {
+                Ok(Record::Ptb(ptb)) => ptb,
+                Ok(Record::Clamp(ev)) => {
+                    self.delivered += 1;
+                    let name = name_of(ev.ifindex, names);
+                    let note = match &self.learner {
+                        Some(l) => l.describe_clamp(&ev, &name, &self.clock),
+                        None => crate::learn::describe_clamp(&ev, &name, None, &self.clock),
+                    };
+                    sink(&Item::Note(&note), &self.clock)?;
+                    continue;
+                }
                 Err(err) => {
                     self.decode_errors += 1;
                     eprintln!("pmtu: skipping a ring record: {err}");
                     continue;
                 }
             };
-            drop(record);
             self.delivered += 1;
             let name = name_of(ptb.ifindex, names);
             let out_name = ptb.out_ifindex.map(|i| name_of(i, names));
-            sink(&Seen { ptb: &ptb, ifname: &name, out_ifname: out_name.as_deref() }, &self.clock)?;
+            sink(&Item::Ptb(Seen { ptb: &ptb, ifname: &name, out_ifname: out_name.as_deref() }), &self.clock)?;
             self.table.record(&ptb);
+            if let Some(note) = self.learner.as_mut().and_then(|l| l.take(&ptb, &name, &self.clock)) {
+                sink(&Item::Note(&note), &self.clock)?;
+            }
+        }
+        self.sync_learned(sink)
+    }
+
+    /// Brings the clamper's learned entries to what the learner knows now
+    /// (expired ones out); a no-op without a learner or a change.
+    pub(crate) fn sync_learned(&mut self, sink: &mut dyn FnMut(&Item<'_>, &WallClock) -> io::Result<()>) -> io::Result<()> {
+        if let Some(learner) = self.learner.as_mut() {
+            for note in learner.sync(monotonic_ns(), &self.clock) {
+                sink(&Item::Note(&note), &self.clock)?;
+            }
         }
         Ok(())
     }
@@ -232,6 +268,7 @@ impl TraceOptions {
             observer: self.config,
             ring_bytes: self.ring_bytes,
             pcap: self.pcap.clone(),
+            learn: pmtu_common::learned::LearnConfig::EXACT,
             daemon: None,
         }
     }
@@ -277,14 +314,20 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let mut ring = unsafe { AsyncFd::register(ring) }.context("polling the event ring")?;
     let mut consumer = Consumer::new(Table::with_rules(opts.max_destinations, rules, opts.accept_unvalidated));
     let json = opts.json;
-    let mut sink = |seen: &Seen<'_>, clock: &WallClock| -> io::Result<()> {
-        {
-            let mut out = io::stdout().lock();
-            writeln!(out, "{}", event_line(seen, clock, json))?;
-            out.flush()?;
-        }
-        if let Some(p) = pcap.as_mut() {
-            p.record(seen.ptb, clock);
+    let mut sink = |item: &Item<'_>, clock: &WallClock| -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        match item {
+            Item::Ptb(seen) => {
+                writeln!(out, "{}", event_line(seen, clock, json))?;
+                out.flush()?;
+                if let Some(p) = pcap.as_mut() {
+                    p.record(seen.ptb, clock);
+                }
+            }
+            Item::Note(note) => {
+                writeln!(out, "{}", if json { &note.json } else { &note.text })?;
+                out.flush()?;
+            }
         }
         Ok(())
     };
