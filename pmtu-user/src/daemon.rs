@@ -670,6 +670,10 @@ impl Daemon {
             reporters: self.ifaces.hooks.programs.map_entries("REPORTER_BUCKETS").ok(),
             ring_backlog_bytes: None,
             attached: &attached,
+            learned: self.consumer.learner.as_ref().map(|l| {
+                let st = l.status(now);
+                metrics::LearnedTotals { entries: st.entries.len() as u64, taught: st.taught, removed: st.removed }
+            }),
         };
         metrics::render(&snapshot)
     }

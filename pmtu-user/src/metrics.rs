@@ -48,6 +48,9 @@
 //! | `pmtu_flows` | gauge | | `FLOWS` map occupancy |
 //! | `pmtu_reporters` | gauge | | `REPORTER_BUCKETS` occupancy |
 //! | `pmtu_ring_backlog_bytes` | gauge | | unread ring bytes |
+//! | `pmtu_learned_entries` | gauge | | learned PMTUs in the clamper's map |
+//! | `pmtu_learned_reports_total` | counter | | reports that taught or refreshed one |
+//! | `pmtu_learned_removed_total` | counter | | learned entries removed (expired, flushed) |
 //! | `pmtu_clamp_syn_seen_total` | counter | `interface` | clamp `syn_seen` |
 //! | `pmtu_clamp_syn_total` | counter | `interface`, `outcome` | the other clamp counters |
 //!
@@ -234,6 +237,16 @@ pub struct Snapshot<'a> {
     pub ring_backlog_bytes: Option<u64>,
     /// (interface, role `trace`/`clamp`, mechanism such as `tcx` or `xdp`).
     pub attached: &'a [(String, String, String)],
+    /// Learned clamping (None: no learner).
+    pub learned: Option<LearnedTotals>,
+}
+
+/// What the learner (learn.rs) has done, for /metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LearnedTotals {
+    pub entries: u64,
+    pub taught: u64,
+    pub removed: u64,
 }
 
 /// How one kernel counter is exported.
@@ -417,6 +430,12 @@ pub fn render(s: &Snapshot) -> anyhow::Result<String> {
     }
     if let Some(n) = s.ring_backlog_bytes {
         r.register_with_unit("ring_backlog", "Bytes in the event ring not yet read", Unit::Bytes, gauge(n));
+    }
+
+    if let Some(l) = s.learned {
+        r.register("learned_entries", "Learned PMTUs in the clamper's map", gauge(l.entries));
+        r.register("learned_reports", "Valid PTBs that taught or refreshed a learned PMTU", counter(l.taught));
+        r.register("learned_removed", "Learned PMTUs removed from the clamper's map (expired or flushed)", counter(l.removed));
     }
 
     register_clamp(&mut r, s.clamp);
@@ -897,6 +916,7 @@ mod tests {
             flows: Some(42),
             reporters: Some(7),
             ring_backlog_bytes: Some(0),
+            learned: Some(LearnedTotals { entries: 2, taught: 5, removed: 3 }),
             attached: &f.attached,
         }
     }
@@ -974,6 +994,9 @@ mod tests {
         assert_eq!(v("pmtu_flows", &[]).as_deref(), Some("42"));
         assert_eq!(v("pmtu_reporters", &[]).as_deref(), Some("7"));
         assert_eq!(v("pmtu_ring_backlog_bytes", &[]).as_deref(), Some("0"));
+        assert_eq!(v("pmtu_learned_entries", &[]).as_deref(), Some("2"));
+        assert_eq!(v("pmtu_learned_reports_total", &[]).as_deref(), Some("5"));
+        assert_eq!(v("pmtu_learned_removed_total", &[]).as_deref(), Some("3"));
         assert_eq!(v("pmtu_clamp_syn_seen_total", &[r#"interface="ppp0""#]).as_deref(), Some("10"));
         assert_eq!(v("pmtu_clamp_syn_total", &[r#"interface="ppp0""#, r#"outcome="clamped""#]).as_deref(), Some("7"));
         assert_eq!(v("pmtu_clamp_syn_total", &[r#"interface="ppp0""#, r#"outcome="no_room""#]).as_deref(), Some("0"));
@@ -1014,6 +1037,7 @@ mod tests {
             flows: None,
             reporters: None,
             ring_backlog_bytes: None,
+            learned: None,
             attached: &[],
         };
         let text = render(&s).unwrap();
@@ -1043,6 +1067,7 @@ mod tests {
             flows: None,
             reporters: None,
             ring_backlog_bytes: None,
+            learned: None,
             attached: &attached,
         };
         let text = render(&s).unwrap();

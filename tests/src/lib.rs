@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cases;
 pub mod clamp_cases;
+pub mod daemon;
 pub mod frames;
 pub mod fuzz;
 pub mod oracle;

@@ -162,6 +162,22 @@ pub fn tcp_in_csum_errors(ns: &Netns) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no TcpInCsumErrors in nstat's output: {out}"))
 }
 
+/// The MSS of the first SYN in a capture (tcpdump -vv text).
+pub fn first_syn_mss(capture: &Finished) -> Option<u16> {
+    packets(capture).iter().find(|p| p.is_syn()).and_then(Packet::mss)
+}
+
+/// A 2 MB transfer each way through the black-hole lab's r1, captured at
+/// s3: the MSS of the SYN as the server receives it, and whether the
+/// transfer completed.
+pub fn clamped_transfer(lab: &pmtu_user::lab::BlackHoleLab, port: u16) -> (Option<u16>, bool) {
+    use pmtu_user::lab::BlackHoleLab;
+    let cap = crate::procs::start_capture_with(&lab.s3, BlackHoleLab::S3_IF, &["-vv"], &format!("tcp port {port}"));
+    let t = lab.transfer(BlackHoleLab::SERVER_V4, port, 2 * 1024 * 1024, std::time::Duration::from_secs(20)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    (first_syn_mss(&cap.stop(libc::SIGTERM, std::time::Duration::from_secs(20))), t.completed())
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse;
@@ -206,20 +222,4 @@ mod tests {
         assert_eq!(p[1].ptb(), Some(("fd00:20:9::1".into(), 1300)));
         assert_eq!(p[2].ptb(), None);
     }
-}
-
-/// The MSS of the first SYN in a capture (tcpdump -vv text).
-pub fn first_syn_mss(capture: &Finished) -> Option<u16> {
-    packets(capture).iter().find(|p| p.is_syn()).and_then(Packet::mss)
-}
-
-/// A 2 MB transfer each way through the black-hole lab's r1, captured at
-/// s3: the MSS of the SYN as the server receives it, and whether the
-/// transfer completed.
-pub fn clamped_transfer(lab: &pmtu_user::lab::BlackHoleLab, port: u16) -> (Option<u16>, bool) {
-    use pmtu_user::lab::BlackHoleLab;
-    let cap = crate::procs::start_capture_with(&lab.s3, BlackHoleLab::S3_IF, &["-vv"], &format!("tcp port {port}"));
-    let t = lab.transfer(BlackHoleLab::SERVER_V4, port, 2 * 1024 * 1024, std::time::Duration::from_secs(20)).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    (first_syn_mss(&cap.stop(libc::SIGTERM, std::time::Duration::from_secs(20))), t.completed())
 }

@@ -16,6 +16,7 @@ use std::{
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use pmtu_tests::{
+    daemon::{Scratch, client, client_json},
     procs::{Proc, pmtu_in},
     wire::clamped_transfer,
     require_root,
@@ -29,68 +30,6 @@ const GO: Duration = Duration::from_secs(20);
 const EXIT: Duration = Duration::from_secs(20);
 const UP: Duration = Duration::from_secs(60);
 const METRICS_PORT: u16 = 9721;
-
-/// A private BPF filesystem and a scratch directory for one test: the
-/// daemon's pins, control socket, config and pcap. Removed on drop (after
-/// `pmtu detach`, in case the test failed half way).
-struct Scratch {
-    dir: PathBuf,
-    bpffs: PathBuf,
-}
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("pmtu-{tag}-{}-{}", std::process::id(), pmtu_user::lab::unique_prefix()));
-        let bpffs = dir.join("bpffs");
-        std::fs::create_dir_all(&bpffs).unwrap();
-        // A bpffs of its own (a mount in the root mount namespace, visible
-        // inside `ip netns exec`, which remounts only /sys): the host's
-        // /sys/fs/bpf is never touched.
-        let ok = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs).status().unwrap().success();
-        assert!(ok, "mounting a bpffs on {}", bpffs.display());
-        Self { dir, bpffs }
-    }
-
-    fn pins(&self) -> PathBuf {
-        self.bpffs.join("pmtu")
-    }
-
-    fn control(&self) -> PathBuf {
-        self.dir.join("control.sock")
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.join("pmtu.toml")
-    }
-
-    fn pcap(&self) -> PathBuf {
-        self.dir.join("ptb.pcap")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let bin = pmtu_tests::pmtu_bin();
-        let detached = Command::new(&bin)
-            .arg("detach")
-            .arg("--pin-path")
-            .arg(self.pins())
-            .arg("--control")
-            .arg(self.control())
-            .output();
-        if let Err(e) = detached {
-            eprintln!("pmtu detach: {e}");
-        }
-        let umount = Command::new("umount").arg(&self.bpffs).status();
-        if !umount.as_ref().is_ok_and(|s| s.success()) {
-            eprintln!("umount {}: {umount:?}", self.bpffs.display());
-        }
-        if std::env::var_os("PMTU_KEEP_SCRATCH").is_some() { return; }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            eprintln!("removing {}: {e}", self.dir.display());
-        }
-    }
-}
 
 fn write_config(s: &Scratch, mss: u16, extra: &str) {
     let text = format!(
@@ -132,21 +71,6 @@ fn start_daemon(lab: &BlackHoleLab, s: &Scratch) -> Proc {
     p.wait_for_stderr("pmtu: serving 2 interface(s)", UP);
     p
 }
-
-/// `pmtu ARGS --control SOCKET` from the root namespace (the socket is a
-/// file: the client needs no namespace).
-fn client(s: &Scratch, args: &[&str]) -> std::process::Output {
-    Command::new(pmtu_tests::pmtu_bin()).args(args).arg("--control").arg(s.control()).output().unwrap()
-}
-
-fn client_json(s: &Scratch, args: &[&str]) -> Value {
-    let out = client(s, args);
-    assert!(out.status.success(), "pmtu {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    serde_json::from_str(text.lines().last().expect("one JSON line")).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-
 
 /// GET /metrics from inside r1 (the listener is on r1's loopback).
 fn scrape(lab: &BlackHoleLab) -> String {

@@ -12,9 +12,13 @@
 //! the clamp is route-based again. pmtu's JSON lines say which rule and
 //! which report clamped each SYN.
 
-use std::time::{Duration, Instant};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use pmtu_tests::{
+    daemon::{Scratch, client, client_json},
     procs::{Finished, Proc, pmtu_in, scapy, start_capture_with},
     require_root,
     residue::assert_clean,
@@ -240,4 +244,108 @@ fn learned_v6_clamps_both_ways_ignores_forgeries_and_expires() {
         return;
     }
     learned_clamping(&V6);
+}
+
+/// `pmtu run` with `clamp = ["learned", "to-pmtu"]` on r1, switched at run
+/// time over its control socket: `pmtu learning off` keeps a valid PTB
+/// from teaching, `on` lets the next one teach, `flush` forgets; `pmtu
+/// events` and `pmtu stats` say which rule clamped.
+#[test]
+fn daemon_learning_switches_at_run_time() {
+    if !require_root("daemon_learning_switches_at_run_time") {
+        return;
+    }
+    let f = &V4;
+    let lab = lab();
+    let s = Scratch::new("learned");
+    let config = format!(
+        r#"control-socket = "{}"
+pin-path = "{}"
+on-exit = "detach"
+expires = 300
+
+[[interface]]
+name = "{}"
+trace = true
+clamp = ["learned", "to-pmtu"]
+
+[[interface]]
+name = "{}"
+trace = true
+clamp = ["learned", "to-pmtu"]
+"#,
+        s.control().display(),
+        s.pins().display(),
+        SeedLab::R1_IF_H0,
+        SeedLab::R1_IF_R2
+    );
+    std::fs::write(s.config(), config).unwrap();
+    let cfg = s.config().display().to_string();
+    let mut daemon = Proc::spawn(pmtu_in(&lab.r1, &pmtu_tests::pmtu_bin(), &["run", "--config", &cfg]), "pmtu run");
+    daemon.wait_for_stderr("pmtu: serving 2 interface(s)", Duration::from_secs(60));
+    let probe = |what: &str| {
+        // h0 keeps the PMTU it learned from the last probe: forget it, so
+        // the next probe leaves h0 at 1370 bytes again.
+        lab.h0.ip(&["route", "flush", "cache"]).unwrap();
+        let out = lab.probe(f.target, 1370).unwrap();
+        assert!(out.contains("1350"), "{what}: the probe did not draw a PTB for 1350:\n{out}");
+        std::thread::sleep(pmtu_tests::slow(Duration::from_millis(500)));
+    };
+
+    let off = client_json(&s, &["learning", "off", "--json"]);
+    assert_eq!(off["learning"], false, "{off}");
+    probe("learning off");
+    let status = client_json(&s, &["learning", "--json"]);
+    assert_eq!(status["entries"].as_array().unwrap().len(), 0, "learning off, yet: {status}");
+    assert_eq!(connect(&lab, f, 5201).syn_at_h3, Some(f.route_mss), "learning off");
+
+    let on = client_json(&s, &["learning", "on", "--json"]);
+    assert_eq!(on["learning"], true, "{on}");
+    probe("learning on");
+    let status = client_json(&s, &["learning", "--json"]);
+    let entries = status["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{status}");
+    assert_eq!((entries[0]["key"].as_str(), entries[0]["pmtu"].as_u64()), (Some(f.target), Some(1350)), "{status}");
+    assert_eq!(entries[0]["report"]["reporter"], f.reporter, "{status}");
+    let c = connect(&lab, f, 5202);
+    assert_eq!((c.syn_at_h3, c.synack_at_h0, c.completed), (Some(f.learned_mss), Some(f.learned_mss), true), "learning on");
+
+    // `pmtu events` tells which rule clamped the SYN, from which report.
+    let events = client(&s, &["events"]);
+    let text = String::from_utf8_lossy(&events.stdout);
+    let syn = text
+        .lines()
+        .find(|l| l.contains(" clamped ") && l.contains(" SYN ") && l.contains(":5202"))
+        .unwrap_or_else(|| panic!("no clamped SYN in pmtu events:\n{text}"));
+    let report = entries[0]["report"]["id"].as_u64().unwrap();
+    assert!(
+        syn.contains(&format!("mss 1460 -> {}: learned pmtu 1350 toward its destination {}, report #{report}", f.learned_mss, f.target)),
+        "{syn}"
+    );
+
+    let flushed = client_json(&s, &["learning", "flush", "--json"]);
+    assert_eq!(flushed["entries"].as_array().unwrap().len(), 0, "{flushed}");
+    assert_eq!(connect(&lab, f, 5203).syn_at_h3, Some(f.route_mss), "after flush");
+
+    let stats = client_json(&s, &["stats", "--json"]);
+    let learned: u64 = stats["clamp"]["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["counters"]["clamped_learned"].as_u64().unwrap())
+        .sum();
+    assert_eq!(learned, 2, "SYN and SYN-ACK of one connection: {stats}");
+
+    let detached = Command::new(pmtu_tests::pmtu_bin())
+        .args(["detach", "--pin-path"])
+        .arg(s.pins())
+        .arg("--control")
+        .arg(s.control())
+        .output()
+        .unwrap();
+    assert!(detached.status.success(), "{}", String::from_utf8_lossy(&detached.stderr));
+    let run = daemon.wait(EXIT);
+    assert!(run.status.success(), "pmtu run: {:?}", run.stderr);
+    assert_clean(&lab.r1, SeedLab::R1_IF_H0);
+    assert_clean(&lab.r1, SeedLab::R1_IF_R2);
 }
