@@ -125,7 +125,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !agree {
         bail!("the kernel did not cache mtu 1350 for both targets; see above");
     }
-    black_hole(&exe).await
+    black_hole(&exe).await?;
+    learned(&exe).await
 }
 
 /// Bytes each way in the black-hole demo.
@@ -193,4 +194,54 @@ async fn black_hole(exe: &Path) -> anyhow::Result<()> {
         bail!("expected the transfers to stall without clamping and complete with it; see above");
     }
     Ok(())
+}
+
+/// Part three: clamping to a PMTU only a PTB in transit told r1.
+async fn learned(exe: &Path) -> anyhow::Result<()> {
+    println!("\nPart three: learned clamping, which iptables cannot do.");
+    println!("  The seed lab again, with h0 and h3 advertising MSS 1460 (route advmss). r1's routes");
+    println!("  know its own 1370-byte link toward h3, not r2's 1350-byte one; r2's Packet-Too-Big");
+    println!("  for h3 crosses r1 toward h0, and Linux keeps nothing of it on r1.");
+    let lab = SeedLab::build().context("building the lab")?;
+    lab.advertise_large_mss()?;
+    let target = SeedLab::TARGET_V4;
+    println!(
+        "\n$ pmtu clamp -i {} -i {} --learned --to-pmtu   (in r1)",
+        SeedLab::R1_IF_H0,
+        SeedLab::R1_IF_R2
+    );
+    let clamp = Running::start(
+        &lab.r1,
+        exe,
+        &["clamp", "-i", SeedLab::R1_IF_H0, "-i", SeedLab::R1_IF_R2, "--learned", "--to-pmtu"],
+    )?;
+    let mut ok = true;
+    println!("$ (h0) connect to h3, 64 KiB each way");
+    println!("  (r1's route clamps the MSS to 1330; h0's 1370-byte segments draw r2's PTB for 1350,");
+    println!("  which crosses r1 toward h0: pmtu learns from it)");
+    ok &= lab_transfer(&lab, target, 6201).await?;
+    println!("$ ip route get {target}   (in r1: no PMTU exception, its kernel learned nothing)");
+    println!("{}", lab.r1.ip(&["-4", "route", "get", target])?.trim_end());
+    println!("$ (h0) connect to h3 again   (now SYN and SYN-ACK leave r1 with MSS 1310)");
+    ok &= lab_transfer(&lab, target, 6202).await?;
+    println!("\nStopping the clamper (SIGTERM); its counters:");
+    let status = clamp.stop()?;
+    println!("\nRemoving the lab.");
+    drop(lab);
+    if !status.success() {
+        bail!("pmtu clamp --learned failed: {status}");
+    }
+    if !ok {
+        bail!("expected both transfers to complete; see above");
+    }
+    Ok(())
+}
+
+/// One 64 KiB transfer each way from h0 to `target`; says how it went.
+async fn lab_transfer(lab: &SeedLab, target: &str, port: u16) -> anyhow::Result<bool> {
+    let t = crate::lab::transfer(&lab.h0, &lab.h3, target, port, 64 * 1024, Duration::from_secs(10))?;
+    show_transfer("4", &t);
+    // Let the clamper print its lines before the next command's.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(t.completed())
 }

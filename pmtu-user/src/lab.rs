@@ -285,6 +285,17 @@ impl SeedLab {
         Ok(text)
     }
 
+    /// Makes h0 and h3 advertise the MSS of a 1500-byte link (route
+    /// `advmss` 1460 / 1440) over their narrower paths, as hosts behind
+    /// other links do: what r1 clamps then shows in both directions.
+    pub fn advertise_large_mss(&self) -> anyhow::Result<()> {
+        for (ns, v4_gw, v6_gw) in [(&self.h0, "192.168.5.2", "fd54:54:54:1::2"), (&self.h3, "192.168.7.1", "fd54:54:54:3::1")] {
+            ns.ip(&["route", "replace", "default", "via", v4_gw, "advmss", "1460"])?;
+            ns.ip(&["-6", "route", "replace", "default", "via", v6_gw, "advmss", "1440"])?;
+        }
+        Ok(())
+    }
+
     /// The kernel's own answer in h0: `ip route get TARGET`.
     pub fn route_get(&self, target: &str) -> anyhow::Result<String> {
         let family = if target.contains(':') { "-6" } else { "-4" };

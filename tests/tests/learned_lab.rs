@@ -67,18 +67,14 @@ const V6: Family = Family {
 /// offloads off at both ends, so the receivers verify every checksum.
 fn lab() -> SeedLab {
     let lab = SeedLab::build().unwrap();
-    for (ns, v4_gw, v6_gw, ifname) in [
-        (&lab.h0, "192.168.5.2", "fd54:54:54:1::2", SeedLab::H0_IF),
-        (&lab.h3, "192.168.7.1", "fd54:54:54:3::1", "to-r2"),
-    ] {
-        ns.ip(&["route", "replace", "default", "via", v4_gw, "advmss", "1460"]).unwrap();
-        ns.ip(&["-6", "route", "replace", "default", "via", v6_gw, "advmss", "1440"]).unwrap();
-        offloads_off(ns, ifname).unwrap();
-    }
+    lab.advertise_large_mss().unwrap();
+    offloads_off(&lab.h0, SeedLab::H0_IF).unwrap();
+    offloads_off(&lab.h3, "to-r2").unwrap();
     lab
 }
 
-/// One connection h0 → h3 with 64 KiB each way: the MSS of the SYN as h3
+/// One connection h0 → h3 with 1000 bytes each way (less than one segment:
+/// no full-size packet, so no PTB of its own): the MSS of the SYN as h3
 /// receives it, of the SYN-ACK as h0 receives it, whether the transfer
 /// completed, and whether tcpdump found every TCP checksum correct.
 struct Conn {
@@ -92,7 +88,7 @@ fn connect(lab: &SeedLab, f: &Family, port: u16) -> Conn {
     let filter = format!("tcp port {port}");
     let at_h3 = start_capture_with(&lab.h3, "to-r2", &["-vv"], &filter);
     let at_h0 = start_capture_with(&lab.h0, SeedLab::H0_IF, &["-vv"], &filter);
-    let t = transfer(&lab.h0, &lab.h3, f.target, port, 64 * 1024, Duration::from_secs(10)).unwrap();
+    let t = transfer(&lab.h0, &lab.h3, f.target, port, 1000, Duration::from_secs(10)).unwrap();
     std::thread::sleep(pmtu_tests::slow(Duration::from_millis(200)));
     let h3 = at_h3.stop(libc::SIGTERM, EXIT);
     let h0 = at_h0.stop(libc::SIGTERM, EXIT);
@@ -143,7 +139,7 @@ fn learned_clamping(f: &Family) {
     // h0's DF probe of 1370 bytes fits r1's links, not r2's: r2's PTB
     // (mtu 1350) crosses r1 toward h0.
     let probe = lab.probe(f.target, 1370).unwrap();
-    assert!(probe.contains("1350"), "v{}: the probe did not draw a PTB for 1350:\n{probe}", f.v);
+    assert!(probe.contains(f.reporter) && probe.contains("1350"), "v{}: the probe did not draw r2's PTB:\n{probe}", f.v);
     let learned_at = Instant::now();
     std::thread::sleep(pmtu_tests::slow(Duration::from_millis(500)));
     // r1's kernel learned nothing (the PTB was not for r1): only pmtu knows.
@@ -288,7 +284,7 @@ clamp = ["learned", "to-pmtu"]
         // the next probe leaves h0 at 1370 bytes again.
         lab.h0.ip(&["route", "flush", "cache"]).unwrap();
         let out = lab.probe(f.target, 1370).unwrap();
-        assert!(out.contains("1350"), "{what}: the probe did not draw a PTB for 1350:\n{out}");
+        assert!(out.contains(f.reporter) && out.contains("1350"), "{what}: the probe did not draw r2's PTB:\n{out}");
         std::thread::sleep(pmtu_tests::slow(Duration::from_millis(500)));
     };
 

@@ -326,7 +326,15 @@ fn demo_runs_and_agrees_with_the_kernel_then_cleans_up() {
         "  IPv6: stalled: c0 sent ",
         "  IPv4: completed, 2097152 bytes each way",
         "  IPv6: completed, 2097152 bytes each way",
-        "to-c0     to-pmtu            4           2           2",
+        "to-c0     to-pmtu                4               2               2",
+        // Part three: learned clamping on r1.
+        "learned 192.168.7.2 pmtu 1350 from transit report #1 (192.168.6.2 says mtu 1350 for 192.168.7.2 on to-r2)",
+        "SYN 192.168.5.1:",
+        "mss 1460 -> 1310: learned pmtu 1350 toward its destination 192.168.7.2, report #1",
+        "SYN-ACK 192.168.7.2:6202 > 192.168.5.1:",
+        "mss 1460 -> 1310: learned pmtu 1350 toward its source 192.168.7.2, report #1",
+        "the other rules gave 1330",
+        "to-h0     learned+to-pmtu",
     ] {
         assert!(out.contains(needle), "demo output lacks {needle:?}:\n{out}");
     }
