@@ -428,9 +428,29 @@ mod tests {
             &["pmtu", "clamp", "-i", "eth0", "--set-mss", "70000"],
             &["pmtu", "clamp", "-i", "eth0", "--set-mss", "40"],
             &["pmtu", "clamp", "--to-pmtu"],
+            &["pmtu", "clamp", "-i", "eth0", "--to-pmtu", "--learn-prefix", "24"],
+            &["pmtu", "clamp", "-i", "eth0", "--to-pmtu", "--expires", "60"],
+            &["pmtu", "clamp", "-i", "eth0", "--learned", "--learn-prefix", "24/200"],
+            &["pmtu", "clamp", "-i", "eth0", "--learned", "--learn-prefix", "x"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
+        // Learned alone, or with a base rule; prefixes.
+        let cli = Cli::try_parse_from(["pmtu", "clamp", "-i", "eth0", "--learned"]).unwrap();
+        let Command::Clamp(c) = cli.command else { panic!("not clamp") };
+        let o = ClampOptions::from(c);
+        assert_eq!((o.mode, o.learn), (ClampMode::LEARNED, pmtu_common::learned::LearnConfig::EXACT));
+        let cli = Cli::try_parse_from([
+            "pmtu", "clamp", "-i", "eth0", "--learned", "--set-mss", "1300", "--learn-prefix", "24/64", "--expires", "60",
+        ])
+        .unwrap();
+        let Command::Clamp(c) = cli.command else { panic!("not clamp") };
+        let o = ClampOptions::from(c);
+        assert_eq!(o.mode, ClampMode::set_mss(1300).with_learned(true));
+        assert_eq!((o.learn.prefixes(), o.expires_secs), ((24, 64), Some(60)));
+        let cli = Cli::try_parse_from(["pmtu", "clamp", "-i", "eth0", "--learned", "--learn-prefix", "16"]).unwrap();
+        let Command::Clamp(c) = cli.command else { panic!("not clamp") };
+        assert_eq!(ClampOptions::from(c).learn.prefixes(), (16, 128));
     }
 
     #[test]

@@ -509,6 +509,10 @@ pub fn describe(plan: &Plan) -> String {
     if let Some(p) = &plan.pcap {
         out += &format!("pcap: {} (rotated at {} bytes, {} kept)\n", p.path.display(), p.max_bytes, p.keep);
     }
+    if plan.learns() {
+        let (v4, v6) = plan.learn.prefixes();
+        out += &format!("learned PMTUs: keyed by /{v4} (IPv4) and /{v6} (IPv6), expiring with the table\n");
+    }
     if let Some(d) = &plan.daemon {
         let metrics = d.metrics.map_or("off".into(), |a| format!("http://{a}/metrics"));
         let group = d.control_group.as_ref().map_or(String::new(), |g| format!(" (group {g})"));
@@ -697,11 +701,14 @@ clamp = "to-pmtu"
         assert_eq!(plan.selectors(), ["eth0", "ppp*", "wg*"]);
         assert_eq!(plan.for_selector("eth0").trace, Some(IngressHook::Tc));
         assert_eq!(plan.for_selector("wg*").clamp, Some(ClampMode::TO_PMTU));
+        assert_eq!(plan.for_selector("eth0").clamp, Some(ClampMode::TO_PMTU.with_learned(true)));
         let daemon = plan.daemon.as_ref().unwrap();
         assert_eq!((daemon.metrics, daemon.on_exit), (Some("127.0.0.1:9721".parse().unwrap()), OnExit::Keep));
         let text = describe(&plan);
-        assert!(text.starts_with("interface eth0: trace (ingress at tc)\ninterface ppp*: clamp MSS"), "{text}");
+        assert!(text.starts_with("interface eth0: trace (ingress at tc), clamp MSS to the path MTU"), "{text}");
+        assert!(text.contains("\ninterface ppp*: clamp MSS"), "{text}");
         assert!(text.contains("metrics: http://127.0.0.1:9721/metrics"), "{text}");
+        assert!(text.contains("learned PMTUs: keyed by /32 (IPv4) and /128 (IPv6)"), "{text}");
     }
 
     #[test]
