@@ -156,24 +156,25 @@ pub fn clamp(ctx: &TcContext, link: Link, egress: bool) {
         return;
     };
     let scan = walk.scan;
-    let counter = match plan(syn, &scan, target) {
-        Plan::Leave(why) => why,
+    // The counter, and the MSS value now in the segment.
+    let (counter, written) = match plan(syn, &scan, target) {
+        Plan::Leave(why) => (why, 0),
         Plan::Lower { edits, count, check_at } => {
             let mut done = lower(ctx, &edits[0], check_at);
             if count > 1 && done.is_ok() {
                 done = lower(ctx, &edits[1], check_at);
             }
-            if done.is_ok() { CLAMPED } else { ERRORS }
+            (if done.is_ok() { CLAMPED } else { ERRORS }, u16::from_be_bytes(edits[0].value))
         }
         Plan::Insert { insert: i, check_at } => match insert(ctx, &SkbLoaded(ctx), &i, check_at) {
-            Ok(()) => INSERTED,
-            Err(counter) => counter,
+            Ok(()) => (INSERTED, u16::from_be_bytes([i.option[2], i.option[3]])),
+            Err(counter) => (counter, 0),
         },
     };
     if lesson.rule != 0 && (counter == CLAMPED || counter == INSERTED) {
         count_clamp(slot, CLAMPED_LEARNED);
         let from = if counter == INSERTED { 0 } else { scan.mss[0].value };
-        report(ctx, syn, &lesson, base_mss, from, target, egress, counter == INSERTED);
+        report(ctx, syn, &lesson, base_mss, from, written, egress, counter == INSERTED);
     } else {
         count_clamp(slot, counter);
     }
@@ -240,7 +241,7 @@ fn learn(syn: &Syn, inputs: *mut Inputs) -> u32 {
 /// ring; a full ring is counted in the observer's ring_lost).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn report(ctx: &TcContext, syn: &Syn, l: &Lesson, base_mss: u32, from: u16, to: u32, egress: bool, inserted: bool) {
+fn report(ctx: &TcContext, syn: &Syn, l: &Lesson, base_mss: u32, from: u16, to: u16, egress: bool, inserted: bool) {
     let mut ev = ClampEvent::zeroed();
     // SAFETY: no arguments.
     ev.ts_ns = unsafe { bpf_ktime_get_ns() };
@@ -249,7 +250,7 @@ fn report(ctx: &TcContext, syn: &Syn, l: &Lesson, base_mss: u32, from: u16, to: 
     ev.report = l.report;
     ev.base_mss = base_mss;
     ev.mss_from = from;
-    ev.mss_to = to as u16;
+    ev.mss_to = to;
     ev.family = syn.family;
     ev.rule = l.rule as u8;
     ev.flags = if syn.flags & 0x10 != 0 { CLAMP_FLAG_SYN_ACK } else { 0 } | if inserted { CLAMP_FLAG_INSERTED } else { 0 };
