@@ -2,7 +2,7 @@
 
 use pmtu_common::{
     parse::Link,
-    policy::counters::{AT_OR_BELOW, CLAMPED, FRAGMENT, INSERTED, IPSEC, MALFORMED, NO_ROOM, TCP_AO},
+    policy::counters::{AT_OR_BELOW, CLAMPED, COUNT, FRAGMENT, INSERTED, IPSEC, MALFORMED, NAMES, NO_ROOM, TCP_AO},
 };
 
 use crate::frames::*;
@@ -275,4 +275,15 @@ fn hardened_cases() -> Vec<ClampCase> {
     c.push(l3(same("L3 v6 first fragment: untouched", v6(SYN, &mss_option(1440), &[frag_ext(0, true)]), true, Some(FRAGMENT))));
     c.push(l3(same("L3 v4 UDP", eth(&[], ETH_P_IP, &V4::new(C4, S4, 17).build(&udp_head(1, 2))), false, None)));
     c
+}
+
+/// The clamp counters that moved between two readings, `name+N` each.
+pub fn deltas(before: &[u64; COUNT as usize], after: &[u64; COUNT as usize]) -> String {
+    NAMES
+        .iter()
+        .zip(before.iter().zip(after))
+        .filter(|(_, (b, a))| a != b)
+        .map(|(n, (b, a))| format!("{n}+{}", a - b))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

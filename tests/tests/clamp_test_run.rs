@@ -7,12 +7,12 @@ use pmtu_common::{
     parse::Link,
     policy::{
         ClampPolicy, MODE_SET_MSS, MODE_TO_PMTU,
-        counters::{CLAMPED, COUNT, NAMES, NO_ROUTE, SYN_SEEN},
+        counters::{CLAMPED, COUNT, NO_ROUTE, SYN_SEEN},
     },
     rewrite::clamp_frame,
 };
 use pmtu_tests::{
-    clamp_cases::{CLAMP, ClampCase, clamp_corpus},
+    clamp_cases::{CLAMP, ClampCase, clamp_corpus, deltas},
     frames::*,
     require_root,
 };
@@ -61,15 +61,6 @@ fn run(p: &mut Programs, prog: &str, frame: &[u8], skb: Skb) -> Vec<u8> {
     out
 }
 
-fn deltas(before: &[u64; COUNT as usize], after: &[u64; COUNT as usize]) -> String {
-    NAMES
-        .iter()
-        .zip(before.iter().zip(after))
-        .filter(|(_, (b, a))| a != b)
-        .map(|(n, (b, a))| format!("{n}+{}", a - b))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 /// The independent checker for an expected frame of either framing.
 fn check(link: Link, frame: &[u8]) -> Result<Checked, String> {

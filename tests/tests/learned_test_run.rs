@@ -12,10 +12,10 @@ use pmtu_common::{
     learned::{CLAMP_FLAG_INSERTED, CLAMP_FLAG_SYN_ACK, ClampEvent, LearnConfig, Learned, RULE_LEARNED_DST, RULE_LEARNED_SRC, key},
     policy::{
         ClampPolicy, MODE_LEARNED, MODE_OFF, MODE_SET_MSS,
-        counters::{AT_OR_BELOW, CLAMPED, CLAMPED_LEARNED, COUNT, NAMES, SYN_SEEN},
+        counters::{AT_OR_BELOW, CLAMPED, CLAMPED_LEARNED, NAMES, SYN_SEEN},
     },
 };
-use pmtu_tests::{frames::*, require_root};
+use pmtu_tests::{clamp_cases::deltas, frames::*, require_root};
 use pmtu_user::{
     clock::monotonic_ns,
     decode::{Record, decode_record},
@@ -110,16 +110,6 @@ impl Rig {
     }
 }
 
-/// Each counter that moved, `name+N`, for both programs together.
-fn deltas(before: &[u64; COUNT as usize], after: &[u64; COUNT as usize]) -> String {
-    NAMES
-        .iter()
-        .zip(before.iter().zip(after))
-        .filter(|(_, (b, a))| a != b)
-        .map(|(n, (b, a))| format!("{n}+{}", a - b))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 fn name(counter: u32) -> &'static str {
     NAMES[counter as usize]
