@@ -320,6 +320,15 @@ struct StatusJson<'a> {
     on_exit: &'static str,
     kernel: &'static crate::features::Features,
     interfaces: Vec<IfaceJson<'a>>,
+    /// Learned clamping: the switch, and entries in the clamper's map.
+    learning: Option<LearningJson>,
+}
+
+#[derive(Serialize)]
+struct LearningJson {
+    learning: bool,
+    used: bool,
+    entries: usize,
 }
 
 #[derive(Serialize)]
@@ -512,6 +521,11 @@ impl Daemon {
             ifaces.push(IfaceJson { iface: s, hooks });
         }
         let uptime = self.started.elapsed().as_secs();
+        let learning = self.consumer.learner.as_ref().map(|l| LearningJson {
+            learning: l.enabled(),
+            used: l.wanted(),
+            entries: l.len(),
+        });
         if json {
             let j = StatusJson {
                 version: env!("CARGO_PKG_VERSION"),
@@ -522,6 +536,7 @@ impl Daemon {
                 on_exit,
                 kernel: crate::features::get()?,
                 interfaces: ifaces,
+                learning,
             };
             return serde_json::to_string(&j).context("rendering the status as JSON");
         }
@@ -534,6 +549,13 @@ impl Daemon {
             pin.as_deref().unwrap_or("none"),
             crate::features::get()?.describe().join("; "),
         );
+        if let Some(l) = learning.as_ref().filter(|l| l.used) {
+            out.push_str(&format!(
+                "learned clamping: learning {}, {} learned PMTU(s) in use (pmtu learning lists them)\n",
+                if l.learning { "on" } else { "off" },
+                l.entries
+            ));
+        }
         if ifaces.is_empty() {
             out.push_str("no interface served\n");
         }

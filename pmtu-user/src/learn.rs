@@ -189,6 +189,11 @@ impl<M: LearnedMap> Learner<M> {
         self.enabled
     }
 
+    /// Some interface is clamped to learned PMTUs.
+    pub fn wanted(&self) -> bool {
+        self.wanted
+    }
+
     /// Learning on or off; what was learned stays until it expires.
     pub fn set_enabled(&mut self, on: bool) {
         self.enabled = on;

@@ -319,6 +319,11 @@ clamp = ["learned", "to-pmtu"]
         "{syn}"
     );
 
+    let status = client(&s, &["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("learned clamping: learning on, 1 learned PMTU(s) in use"), "{status}");
+    assert!(status.contains("clamp MSS to the path MTU less 40 (IPv4) / 60 (IPv6), and to PMTUs learned"), "{status}");
+
     let flushed = client_json(&s, &["learning", "flush", "--json"]);
     assert_eq!(flushed["entries"].as_array().unwrap().len(), 0, "{flushed}");
     assert_eq!(connect(&lab, f, 5203).syn_at_h3, Some(f.route_mss), "after flush");
