@@ -38,7 +38,7 @@ use pmtu_common::{
 
 use crate::{
     fib,
-    maps::{CLAMP_POLICY, CLAMP_SCRATCH, EVENTS, IP_SCRATCH, LEARN_CONFIG, LEARNED, SYN_SCRATCH, count, count_clamp},
+    maps::{CLAMP_POLICY, CLAMP_REPORT_WINDOW, CLAMP_SCRATCH, EVENTS, IP_SCRATCH, LEARN_CONFIG, LEARNED, SYN_SCRATCH, count, count_clamp},
     packet::{OptionsCopy, SkbLoaded, SkbPacket, skb_ifindex, skb_ingress_ifindex},
 };
 
@@ -237,14 +237,45 @@ fn learn(syn: &Syn, inputs: *mut Inputs) -> u32 {
     }
 }
 
+/// Ring records of learned clamps per CPU per second at most: a SYN flood
+/// toward a learned destination must neither crowd the PTB reports out of
+/// the ring they share nor keep userspace busy rendering lines. Every
+/// learned clamp is still counted (`clamped_learned`).
+const REPORTS_PER_SEC: u64 = 64;
+
+/// True if this CPU may submit another record in the current second.
+#[inline(always)]
+fn may_report(now: u64) -> bool {
+    let Some(w) = CLAMP_REPORT_WINDOW.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's value; BPF programs are not preempted.
+    unsafe {
+        if now.wrapping_sub((*w)[0]) >= 1_000_000_000 {
+            (*w)[0] = now;
+            (*w)[1] = 0;
+        }
+        if (*w)[1] >= REPORTS_PER_SEC {
+            return false;
+        }
+        (*w)[1] += 1;
+    }
+    true
+}
+
 /// Tells userspace which learned entry clamped this segment (the event
-/// ring; a full ring is counted in the observer's ring_lost).
+/// ring; a full ring is counted in the observer's ring_lost), at most
+/// [`REPORTS_PER_SEC`] times a second per CPU.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn report(ctx: &TcContext, syn: &Syn, l: &Lesson, base_mss: u32, from: u16, to: u16, egress: bool, inserted: bool) {
-    let mut ev = ClampEvent::zeroed();
     // SAFETY: no arguments.
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if !may_report(now) {
+        return;
+    }
+    let mut ev = ClampEvent::zeroed();
+    ev.ts_ns = now;
     ev.ifindex = skb_ifindex(ctx);
     ev.learned_mtu = l.mtu;
     ev.report = l.report;

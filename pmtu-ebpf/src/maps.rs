@@ -100,6 +100,11 @@ pub fn count_clamp(slot: u32, counter: u32) {
 #[map]
 pub static LEARNED: HashMap<LearnedKey, Learned> = HashMap::with_max_entries(MAX_LEARNED, BPF_F_NO_PREALLOC);
 
+/// Per-CPU window for the clamper's ring records of learned clamps
+/// (`clamp::may_report`): [window start ns, records in it].
+#[map]
+pub static CLAMP_REPORT_WINDOW: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
 /// How LEARNED is keyed (prefix lengths), written by userspace.
 #[map]
 pub static LEARN_CONFIG: Array<LearnConfig> = Array::with_max_entries(1, 0);

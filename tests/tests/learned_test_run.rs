@@ -213,3 +213,42 @@ fn learned_only_v6_and_prefixes() {
     let (out, _, _) = rig.clamp(&syn("fd00::1", "fd00::2", SYN, &mss_option(1440)));
     assert_eq!(out, syn("fd00::1", "fd00::2", SYN, &mss_option(1440)));
 }
+
+/// A burst of learned clamps on one CPU: every one counted, at most 64
+/// ring records a second (a SYN flood must not crowd PTB reports out).
+#[test]
+fn learned_clamp_records_are_rate_limited() {
+    if !require_root("learned_clamp_records_are_rate_limited") {
+        return;
+    }
+    let mut rig = Rig::new(MODE_OFF | MODE_LEARNED);
+    rig.learn("10.1.3.2", 1350, 1, 60);
+    let frame = syn("10.1.1.1", "10.1.3.2", SYN, &mss_option(1460));
+    // One CPU, so one per-CPU window (BPF_PROG_TEST_RUN's `repeat` would
+    // rerun the already-clamped skb).
+    // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0, "pinning to CPU 0");
+    }
+    let before = rig.p.clamp_counters(0).unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..1000 {
+        assert_eq!(run(&mut rig.p, PROG_CLAMP_INGRESS, &frame), syn("10.1.1.1", "10.1.3.2", SYN, &mss_option(1310)));
+    }
+    let elapsed = started.elapsed();
+    let after = rig.p.clamp_counters(0).unwrap();
+    assert_eq!(deltas(&before, &after), format!("{}+1000 {}+1000", name(SYN_SEEN), name(CLAMPED_LEARNED)));
+    let mut records = 0u64;
+    while rig.ring.next().is_some() {
+        records += 1;
+    }
+    // 64 in each second the burst touched.
+    let most = 64 * (elapsed.as_secs() + 1);
+    if elapsed.as_secs_f64() < 0.9 {
+        assert_eq!(records, 64, "ring records for 1000 learned clamps in {elapsed:?} on one CPU");
+    } else {
+        assert!((64..=most).contains(&records), "{records} ring records in {elapsed:?}");
+    }
+}
