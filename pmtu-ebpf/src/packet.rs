@@ -93,7 +93,21 @@ fn direct_at<const N: usize>(data: usize, data_end: usize, slot: *mut usize, off
     let off = launder(slot, offset);
     // A check on the laundered value: the verifier cannot resolve it, so
     // it neither marks it precise nor refines the parser's own offsets.
-    if off > DIRECT_MASK || off + N > limit {
+    //
+    // The limit is compared with `off` itself (against `limit - N`), never
+    // as `off + N > limit`: that makes a copy of `off` plus N, which Linux
+    // 6.10 (to 6.12 at least) link to `off` (BPF_ADD_CONST); when it pins the
+    // copy to one value (a test's limit of exactly N leaves only off = 0),
+    // sync_linked_regs() gives `off` a known value with wrapped unsigned
+    // bounds, which adjust_ptr_min_max_vals() takes for a dead branch: it
+    // makes `data + off` a scalar ("R4 invalid mem access 'scalar'" on
+    // Debian's 6.12.117; 6.1 has no linking, 6.18 keeps the bounds).
+    // pmtu-ebpf/VERIFIER.md has the figures.
+    if off > DIRECT_MASK {
+        return None;
+    }
+    // XDP passes no limit (usize::MAX): this folds away there.
+    if limit != usize::MAX && (N > limit || off > limit - N) {
         return None;
     }
     let at = data + off;

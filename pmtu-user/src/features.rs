@@ -79,8 +79,9 @@ fn bpf_capable() -> bool {
 }
 
 /// BPF_PROG_QUERY for TCX on loopback: kernels without TCX reject the
-/// attach type (EINVAL).
-fn tcx_supported() -> bool {
+/// attach type (EINVAL). Whatever PMTU_FORCE_LEGACY_TC says: the tests
+/// ask it whether a TCX hook can be queried at all.
+pub fn tcx_supported() -> bool {
     crate::loader::tcx_program_ids(1, TcAttachType::Ingress).is_ok()
 }
 

@@ -9,6 +9,8 @@
 //! `cargo build --release -p pmtu-tests --example verifier_report`, then run
 //! `target/release/examples/verifier_report [--log DIR] [PROGRAM...]` there.
 //! `--log DIR` writes each refused program's whole log to DIR/NAME.log.
+//! `--linear-limit N` loads the programs with PMTU_LINEAR_LIMIT = N, as the
+//! linear-boundary tests do (packet.rs).
 
 use std::{path::PathBuf, time::Instant};
 
@@ -20,18 +22,26 @@ use pmtu_user::loader::EBPF_OBJECT;
 
 fn main() -> anyhow::Result<()> {
     let mut log_dir = None;
+    let mut linear_limit: Option<u64> = None;
     let mut only = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--log" {
             log_dir = Some(PathBuf::from(args.next().expect("--log DIR")));
+        } else if arg == "--linear-limit" {
+            linear_limit = Some(args.next().expect("--linear-limit N").parse()?);
         } else {
             only.push(arg);
         }
     }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("kernel {}", release.trim());
-    let mut ebpf = EbpfLoader::new().verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS).load(EBPF_OBJECT)?;
+    let mut loader = EbpfLoader::new();
+    loader.verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS);
+    if let Some(limit) = linear_limit.as_ref() {
+        loader.override_global("PMTU_LINEAR_LIMIT", limit, true);
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT)?;
     let mut names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
     names.sort();
     let mut refused = 0;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pmtu_tests::{
     procs::{Finished, Proc, pmtu_in, scapy, start_capture_with},
     require_root,
-    residue::assert_clean,
+    residue::{assert_clean, attached, kernel_has_tcx, legacy_records},
 };
 use pmtu_user::lab::BlackHoleLab;
 use serde_json::Value;
@@ -160,24 +160,69 @@ fn black_hole_v6() {
     }
 }
 
-/// `pmtu trace` and `pmtu clamp` on the same interfaces at once: TCX runs
-/// both (each hands the packet on), the clamp works, the tracer sees the
-/// traffic, and each detaches only its own programs, by SIGINT or SIGKILL.
+/// `pmtu trace` and `pmtu clamp` on the same interfaces at once: both run
+/// (each hands the packet on), the clamp works, the tracer sees the
+/// traffic, and each detaches only its own programs. With TCX the clamper
+/// goes by SIGKILL (the kernel detaches its links); without TCX (Linux
+/// 6.1: cls_bpf filters, which outlive a SIGKILL, see legacy_tc.rs) both
+/// are at pmtu's priorities, recorded under /run/pmtu/legacy-tc while they
+/// run, and the clamper goes by SIGINT, taking only its own filters.
 #[test]
 fn trace_and_clamp_share_interfaces() {
     if !require_root("trace_and_clamp_share_interfaces") {
         return;
     }
     let lab = BlackHoleLab::build().unwrap();
+    let tcx = kernel_has_tcx();
     let ifs = ["-i", BlackHoleLab::R1_IF_C0, "-i", BlackHoleLab::R1_IF_R2];
     let trace = pmtu_tests::procs::start_trace(&lab.r1, &[&ifs[..], &["--json"]].concat());
     let clamp = start_clamp(&lab, &["--to-pmtu"]);
+    for iface in [BlackHoleLab::R1_IF_C0, BlackHoleLab::R1_IF_R2] {
+        let on = attached(&lab.r1, iface);
+        let want: &[&str] = if tcx {
+            // The kernel keeps 15 characters of a program's name.
+            &["Ingress:pmtu_clamp_tc_i", "Egress:pmtu_clamp_tc_e", "Ingress:pmtu_observe_tc", "Egress:pmtu_observe_tc"]
+        } else {
+            &[
+                "ingress:16:pmtu_clamp_tc_ingress",
+                "egress:16:pmtu_clamp_tc_egress",
+                "ingress:17:pmtu_observe_tc_ingress",
+                "egress:17:pmtu_observe_tc_egress",
+            ]
+        };
+        for w in want {
+            assert!(on.iter().any(|p| p.starts_with(w)), "{iface}: {w} attached (tcx: {tcx}): {on:?}");
+        }
+        let records = legacy_records(&lab.r1, iface);
+        if tcx {
+            assert!(records.is_empty(), "{iface}: no legacy records with TCX: {records:?}");
+        } else {
+            // One per filter: ingress and egress, clamper (10) and observer (11).
+            for r in ["ingress-10", "egress-10", "ingress-11", "egress-11"] {
+                assert!(records.iter().any(|n| n.ends_with(r)), "{iface}: record *-{r}: {records:?}");
+            }
+        }
+    }
     let t = lab.transfer(BlackHoleLab::SERVER_V4, 5101, MB2, GO).unwrap();
     assert!(t.completed(), "{t:?}");
-    // The clamper goes first (SIGKILL: the kernel detaches its links), the
-    // tracer must still be attached and working.
-    let killed = clamp.stop(libc::SIGKILL, EXIT);
-    assert!(!killed.status.success());
+    if tcx {
+        // The clamper goes first (SIGKILL: the kernel detaches its links),
+        // the tracer must still be attached and working.
+        let killed = clamp.stop(libc::SIGKILL, EXIT);
+        assert!(!killed.status.success());
+    } else {
+        let stopped = clamp.stop(libc::SIGINT, EXIT);
+        assert!(stopped.status.success(), "pmtu clamp: {:?}", stopped.stderr);
+    }
+    for iface in [BlackHoleLab::R1_IF_C0, BlackHoleLab::R1_IF_R2] {
+        let on = attached(&lab.r1, iface);
+        assert!(on.iter().all(|p| !p.contains("pmtu_clamp")), "{iface}: the clamper's programs gone: {on:?}");
+        assert_eq!(on.iter().filter(|p| p.contains("pmtu_observe_tc")).count(), 2, "{iface}: the tracer's stay: {on:?}");
+        if !tcx {
+            let records = legacy_records(&lab.r1, iface);
+            assert!(records.iter().all(|n| !n.ends_with("-10")), "{iface}: the clamper's records gone: {records:?}");
+        }
+    }
     let t = lab.transfer(BlackHoleLab::SERVER_V6, 5102, 64 * 1024, GO).unwrap();
     assert!(!t.completed(), "without the clamper the black hole is back");
     let run = trace.stop(libc::SIGINT, EXIT);
@@ -210,7 +255,8 @@ fn option_inserted_on_a_real_path() {
         let (done, over) = std::sync::mpsc::channel::<()>();
         let listener = lab.s3.spawn(move || {
             let l = std::net::TcpListener::bind(addr).unwrap();
-            let _ = over.recv();
+            // Err only once `done` is dropped: the round is over either way.
+            assert!(over.recv().is_err(), "nothing is ever sent on this channel");
             drop(l);
         });
         std::thread::sleep(pmtu_tests::slow(Duration::from_millis(200)));

@@ -15,6 +15,7 @@ use pmtu_tests::{
     clamp_cases::{CLAMP, ClampCase, clamp_corpus, deltas},
     frames::*,
     require_root,
+    residue::{kernel_has_tcx, tcx_programs},
 };
 use pmtu_user::{
     lab::{BlackHoleLab, Netns, unique_prefix},
@@ -198,8 +199,24 @@ fn l3_corpus_through_tun_devices() {
             for (prog, dev, kind) in [(PROG_CLAMP_INGRESS_L3, tin, TcAttachType::Ingress), (PROG_CLAMP_EGRESS_L3, tout, TcAttachType::Egress)] {
                 p.set_clamp_policy(dev, ClampPolicy { mode: MODE_SET_MSS, mss: CLAMP as u32, slot: 0, _pad: 0 }).unwrap();
                 let name = if dev == tin { TunPair::IN } else { TunPair::OUT };
+                // Without TCX (Linux 6.1) aya attaches a cls_bpf filter,
+                // which needs a clsact qdisc; the namespace goes with it.
+                let tcx = kernel_has_tcx();
+                if !tcx && !pair.ns.run("tc", &["qdisc", "show", "dev", name]).unwrap().contains("clsact") {
+                    pair.ns.run("tc", &["qdisc", "add", "dev", name, "clsact"]).unwrap();
+                }
                 let cls: &mut SchedClassifier = p.ebpf_mut().program_mut(prog).unwrap().try_into().unwrap();
                 let link = cls.attach(name, kind).unwrap();
+                let dir = if kind == TcAttachType::Ingress { "ingress" } else { "egress" };
+                let attached = |ns: &Netns| {
+                    if tcx {
+                        // The kernel keeps 15 characters of a program's name.
+                        tcx_programs(ns, name).iter().any(|p| p.ends_with(&format!(":{}", &prog[..prog.len().min(15)])))
+                    } else {
+                        ns.run("tc", &["filter", "show", "dev", name, dir]).unwrap().contains(prog)
+                    }
+                };
+                assert!(attached(&pair.ns), "{prog} attached to {name} {dir} (tcx: {tcx})");
                 for case in &cases {
                     let before = p.clamp_counters(0).unwrap();
                     std::io::Write::write_all(&mut input, &case.frame).unwrap();
@@ -216,6 +233,7 @@ fn l3_corpus_through_tun_devices() {
                 }
                 let cls: &mut SchedClassifier = p.ebpf_mut().program_mut(prog).unwrap().try_into().unwrap();
                 cls.detach(link).unwrap();
+                assert!(!attached(&pair.ns), "{prog} detached from {name} {dir} (tcx: {tcx})");
                 p.remove_clamp_policy(dev).unwrap();
             }
             assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));

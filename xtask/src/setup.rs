@@ -42,6 +42,8 @@ pub const VM_PACKAGES: &[(&str, &str)] = &[
     ("xz", "xz-utils"),
     // The guest's loopback.
     ("ip", "iproute2"),
+    // tests/tests/vm_links.rs: keys and peers of the WireGuard tunnel in the VMs.
+    ("wg", "wireguard-tools"),
 ];
 
 /// What the bench needs beyond the tests' packages.

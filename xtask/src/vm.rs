@@ -200,7 +200,7 @@ fn unpack(root: &Path, package: &str) -> anyhow::Result<()> {
     let version = candidate_version(package)?;
     let dir = root.parent().context("kernel cache directory")?;
     let work = dir.join(format!(".{package}.{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
+    remove_dir(&work)?;
     let download = work.join("download");
     fs::create_dir_all(&download)?;
     let t = Instant::now();
@@ -233,9 +233,9 @@ fn unpack(root: &Path, package: &str) -> anyhow::Result<()> {
     fs::write(work.join("ready"), format!("{release} {version}\n"))?;
     if root.join("ready").exists() {
         // Another run got there first.
-        let _ = fs::remove_dir_all(&work);
+        remove_dir(&work)?;
     } else {
-        let _ = fs::remove_dir_all(root);
+        remove_dir(root)?;
         fs::rename(&work, root).with_context(|| format!("renaming {} to {}", work.display(), root.display()))?;
     }
     eprintln!("xtask: {package} {version} ({release}) ready in {:.0?}", t.elapsed());
@@ -244,7 +244,7 @@ fn unpack(root: &Path, package: &str) -> anyhow::Result<()> {
         for entry in fs::read_dir(dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name != package && package_rank(&series, &name).is_some() {
-                let _ = fs::remove_dir_all(entry.path());
+                remove_dir(&entry.path())?;
             }
         }
     }
@@ -590,7 +590,9 @@ fn accel(target: &Path, kernel: &Kernel) -> anyhow::Result<&'static str> {
     fs::write(&initrd, initramfs(kernel, "")?)?;
     let mut cmd = qemu(kernel, "kvm", &initrd, "pmtu.probe");
     let res = watch(&mut cmd, Duration::from_secs(20), &nonce, |line| line.contains("pmtu-vm: probe ok"), false);
-    let _ = fs::remove_file(&initrd);
+    if let Err(e) = fs::remove_file(&initrd) {
+        eprintln!("xtask: removing {}: {e}", initrd.display());
+    }
     let works = res.map(|r| r.matched).unwrap_or(false);
     let chosen = if works { "kvm" } else { "tcg" };
     eprintln!(
@@ -604,8 +606,10 @@ fn accel(target: &Path, kernel: &Kernel) -> anyhow::Result<&'static str> {
 
 fn nonce() -> String {
     let mut b = [0u8; 8];
-    if let Ok(mut f) = fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
+    // Without /dev/urandom the nonce stays zero: the status lines are still
+    // told apart by their prefix, only less surely from the guest's output.
+    if let Err(e) = fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        eprintln!("xtask: /dev/urandom: {e}");
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -680,11 +684,14 @@ fn watch(
             }
             buf.clear();
         }
-        let _ = tx.send(None);
+        // The receiver gone means the run is over: nothing to tell.
+        tx.send(None).ok();
     });
     thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx2.send(Some(format!("qemu: {line}")));
+            if tx2.send(Some(format!("qemu: {line}"))).is_err() {
+                break;
+            }
         }
     });
     let deadline = Instant::now() + limit;
@@ -702,11 +709,11 @@ fn watch(
             return;
         }
         if blank {
-            let _ = writeln!(stdout);
+            writeln!(stdout).ok();
         }
         blank = line.is_empty();
         if !blank {
-            let _ = writeln!(stdout, "{line}");
+            writeln!(stdout, "{line}").ok();
         }
     };
     loop {
@@ -735,7 +742,8 @@ fn watch(
         }
     }
     if out.matched || out.timed_out {
-        let _ = child.kill();
+        // It may have exited meanwhile: nothing left to kill then.
+        child.kill().ok();
     } else {
         // Give QEMU a moment to exit after the guest powered off.
         let end = Instant::now() + Duration::from_secs(10);
@@ -745,7 +753,7 @@ fn watch(
             }
             thread::sleep(Duration::from_millis(50));
         }
-        let _ = child.kill();
+        child.kill().ok();
     }
     out.status = child.wait().ok();
     // What the reader threads still hold (stderr after stdout closed).
@@ -784,7 +792,9 @@ pub fn run(
     let done = format!("pmtu-vm-done:{nonce}");
     let mut cmd = qemu(kernel, accel, &initrd, "");
     let watched = watch(&mut cmd, limit, &nonce, |l| l.contains(&done), true);
-    let _ = fs::remove_file(&initrd);
+    if let Err(e) = fs::remove_file(&initrd) {
+        eprintln!("xtask: removing {}: {e}", initrd.display());
+    }
     let watched = watched?;
     let mut report = RunReport {
         accel,
@@ -824,6 +834,15 @@ pub fn run(
         }
     }
     Ok(report)
+}
+
+/// Removes `dir` and what it holds; one that is not there is fine.
+fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("removing {}", dir.display()))),
+    }
 }
 
 #[cfg(test)]
