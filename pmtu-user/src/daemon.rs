@@ -693,8 +693,8 @@ impl Daemon {
             ring_backlog_bytes: None,
             attached: &attached,
             learned: self.consumer.learner.as_ref().map(|l| {
-                let st = l.status(now);
-                metrics::LearnedTotals { entries: st.entries.len() as u64, taught: st.taught, removed: st.removed }
+                let (entries, taught, removed) = l.totals();
+                metrics::LearnedTotals { entries: entries as u64, taught, removed }
             }),
         };
         metrics::render(&snapshot)

@@ -136,7 +136,8 @@ impl Ptb {
     }
 }
 
-fn addr(family: u8, raw: [u8; 16]) -> IpAddr {
+/// An address as the kernel's records hold it (IPv4 in the first four bytes).
+pub(crate) fn addr(family: u8, raw: [u8; 16]) -> IpAddr {
     if family == 4 {
         IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
     } else {

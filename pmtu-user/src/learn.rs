@@ -17,7 +17,7 @@
 //! lets invalid reports into the displayed table, never into this one.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     num::NonZeroUsize,
 };
@@ -30,7 +30,8 @@ use serde::Serialize;
 
 use crate::{
     clock::WallClock,
-    decode::{Direction, Ptb},
+    decode::{self, Direction, Ptb},
+    local_addrs,
     render::endpoint,
     table::{Key, Outcome, Rules, Table},
 };
@@ -127,12 +128,17 @@ pub struct Learner<M: LearnedMap> {
     wanted: bool,
     next_report: u32,
     lessons: HashMap<Key, Lesson>,
+    /// The lessons under each map key (several with `--learn-prefix`).
+    members: HashMap<LearnedKey, HashSet<Key>>,
+    /// Map keys whose lessons changed since the last sync.
+    changed: HashSet<LearnedKey>,
+    /// No lesson expires before this (monotonic ns): sync scans for
+    /// expired lessons only from then on.
+    next_expiry: u64,
     /// Reports the lessons refer to, by id.
     reports: HashMap<u32, Report>,
     /// What the map holds now.
     written: BTreeMap<LearnedKey, Learned>,
-    /// A lesson changed since the last sync.
-    dirty: bool,
     taught: u64,
     removed: u64,
     write_errors: u64,
@@ -141,25 +147,6 @@ pub struct Learner<M: LearnedMap> {
 /// The lesson's PMTU: the table's, never under the family's floor.
 fn floored(family: u8, mtu: u32) -> u32 {
     mtu.max(if family == 4 { FLOOR_V4 } else { FLOOR_V6 })
-}
-
-fn addr_bytes(addr: IpAddr) -> [u8; 16] {
-    match addr {
-        IpAddr::V4(a) => {
-            let mut out = [0; 16];
-            out[..4].copy_from_slice(&a.octets());
-            out
-        }
-        IpAddr::V6(a) => a.octets(),
-    }
-}
-
-fn addr_of(family: u8, bytes: [u8; 16]) -> IpAddr {
-    if family == 4 {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
-    } else {
-        IpAddr::from(bytes)
-    }
 }
 
 impl<M: LearnedMap> Learner<M> {
@@ -176,9 +163,11 @@ impl<M: LearnedMap> Learner<M> {
             wanted: true,
             next_report: 1,
             lessons: HashMap::new(),
+            members: HashMap::new(),
+            changed: HashSet::new(),
+            next_expiry: u64::MAX,
             reports: HashMap::new(),
             written: BTreeMap::new(),
-            dirty: false,
             taught: 0,
             removed: 0,
             write_errors: 0,
@@ -212,9 +201,10 @@ impl<M: LearnedMap> Learner<M> {
     pub fn flush(&mut self) -> usize {
         let n = self.lessons.len();
         self.lessons.clear();
+        self.changed.extend(self.members.drain().map(|(k, _)| k));
+        self.next_expiry = u64::MAX;
         self.reports.clear();
         self.table = Table::with_rules(self.max, self.rules, false);
-        self.dirty = true;
         n
     }
 
@@ -223,7 +213,7 @@ impl<M: LearnedMap> Learner<M> {
         let family = k.family as u8;
         let (p4, p6) = self.config.prefixes();
         let (prefix, full) = if family == 4 { (p4, 32) } else { (p6, 128) };
-        let addr = addr_of(family, k.addr);
+        let addr = decode::addr(family, k.addr);
         if prefix == full { addr.to_string() } else { format!("{addr}/{prefix}") }
     }
 
@@ -255,8 +245,10 @@ impl<M: LearnedMap> Learner<M> {
         }
         self.reports.insert(id, report.clone());
         self.taught += 1;
-        self.dirty = true;
-        let k = key(ptb.family, &addr_bytes(ptb.orig_dst), &self.config);
+        let k = key(ptb.family, &local_addrs::key(ptb.orig_dst), &self.config);
+        self.members.entry(k).or_default().insert(at);
+        self.changed.insert(k);
+        self.next_expiry = self.next_expiry.min(lesson.expires_ns);
         let mss = mss_for(ptb.family, lesson.mtu);
         let what = match outcome {
             Outcome::Refreshed => "refreshed",
@@ -287,85 +279,110 @@ impl<M: LearnedMap> Learner<M> {
     }
 
     /// Drops expired lessons and brings the map to the lessons: the lowest
-    /// PMTU per key. Says which keys were forgotten.
+    /// PMTU per key, for the keys whose lessons changed. Says which keys
+    /// were forgotten.
     pub fn sync(&mut self, now_ns: u64, clock: &WallClock) -> Vec<Note> {
-        let before = self.lessons.len();
-        let expired: Vec<u32> =
-            self.lessons.values().filter(|l| l.expires_ns <= now_ns).map(|l| l.report).collect();
-        if !expired.is_empty() {
-            self.lessons.retain(|_, l| l.expires_ns > now_ns);
-            for id in &expired {
-                self.reports.remove(id);
+        if now_ns >= self.next_expiry {
+            self.next_expiry = u64::MAX;
+            let mut expired = Vec::new();
+            for (at, l) in &self.lessons {
+                if l.expires_ns <= now_ns {
+                    expired.push(*at);
+                } else {
+                    self.next_expiry = self.next_expiry.min(l.expires_ns);
+                }
+            }
+            for at in expired {
+                if let Some(l) = self.lessons.remove(&at) {
+                    self.reports.remove(&l.report);
+                    let k = key(l.family, &local_addrs::key(at.dst), &self.config);
+                    if let Some(m) = self.members.get_mut(&k) {
+                        m.remove(&at);
+                        if m.is_empty() {
+                            self.members.remove(&k);
+                        }
+                    }
+                    self.changed.insert(k);
+                }
             }
         }
-        if !self.dirty && self.lessons.len() == before {
+        if self.changed.is_empty() {
             return Vec::new();
         }
-        self.dirty = false;
-        let mut want: BTreeMap<LearnedKey, Learned> = BTreeMap::new();
-        for (k, l) in &self.lessons {
-            let lk = key(l.family, &addr_bytes(k.dst), &self.config);
-            let value = Learned { expires_ns: l.expires_ns, mtu: l.mtu, report: l.report };
-            want.entry(lk)
-                .and_modify(|v| {
-                    if value.mtu < v.mtu || (value.mtu == v.mtu && value.expires_ns > v.expires_ns) {
-                        *v = value;
+        // The lowest PMTU among each changed key's lessons (the later
+        // expiry on a tie); none left: the key goes.
+        let mut want: BTreeMap<LearnedKey, Option<Learned>> = BTreeMap::new();
+        for k in self.changed.drain() {
+            let lowest = self.members.get(&k).into_iter().flatten().filter_map(|at| self.lessons.get(at)).fold(
+                None,
+                |best: Option<Learned>, l| {
+                    let value = Learned { expires_ns: l.expires_ns, mtu: l.mtu, report: l.report };
+                    match best {
+                        Some(v) if v.mtu < value.mtu || (v.mtu == value.mtu && v.expires_ns >= value.expires_ns) => Some(v),
+                        _ => Some(value),
                     }
-                })
-                .or_insert(value);
+                },
+            );
+            want.insert(k, lowest);
         }
         let mut notes = Vec::new();
-        let gone: Vec<(LearnedKey, Learned)> =
-            self.written.iter().filter(|(k, _)| !want.contains_key(k)).map(|(k, v)| (*k, *v)).collect();
-        for (k, v) in gone {
-            match self.map.delete(&k) {
-                Ok(()) => {
-                    self.written.remove(&k);
-                    self.removed += 1;
-                    let why = if v.expires_ns <= now_ns { "expired" } else { "flushed" };
-                    let text = format!(
-                        "{} forgot {} pmtu {} (report #{}): {why}; SYNs to and from it are clamped by the other rules again",
-                        clock.rfc3339(now_ns),
-                        self.key_text(&k),
-                        v.mtu,
-                        v.report
-                    );
-                    let json = serde_json::json!({
-                        "event": "forgot",
-                        "time": clock.rfc3339(now_ns),
-                        "key": self.key_text(&k),
-                        "pmtu": v.mtu,
-                        "report": v.report,
-                        "why": why,
-                    })
-                    .to_string();
-                    notes.push(Note { text, json });
-                }
-                Err(e) => {
-                    self.write_errors += 1;
-                    tracing::warn!("removing learned entry {}: {e:#}", self.key_text(&k));
-                }
-            }
-        }
         for (k, v) in want {
-            if self.written.get(&k) == Some(&v) {
-                continue;
-            }
-            match self.map.put(k, v) {
-                Ok(()) => {
-                    self.written.insert(k, v);
+            match v {
+                None => {
+                    let Some(old) = self.written.get(&k).copied() else { continue };
+                    match self.map.delete(&k) {
+                        Ok(()) => {
+                            self.written.remove(&k);
+                            self.removed += 1;
+                            notes.push(self.forgot(&k, &old, now_ns, clock));
+                        }
+                        Err(e) => {
+                            // Tried again at the next sync.
+                            self.write_errors += 1;
+                            self.changed.insert(k);
+                            tracing::warn!("removing learned entry {}: {e:#}", self.key_text(&k));
+                        }
+                    }
                 }
-                Err(e) => {
-                    // A full map (65,536 keys) or a kernel refusal: that key
-                    // is clamped by the other rules only; tried again at
-                    // the next change.
-                    self.write_errors += 1;
-                    self.dirty = true;
-                    tracing::warn!("writing learned entry {}: {e:#}", self.key_text(&k));
-                }
+                Some(v) if self.written.get(&k) == Some(&v) => {}
+                Some(v) => match self.map.put(k, v) {
+                    Ok(()) => {
+                        self.written.insert(k, v);
+                    }
+                    Err(e) => {
+                        // A full map (65,536 keys) or a kernel refusal: that
+                        // key is clamped by the other rules only; tried again
+                        // at the next sync.
+                        self.write_errors += 1;
+                        self.changed.insert(k);
+                        tracing::warn!("writing learned entry {}: {e:#}", self.key_text(&k));
+                    }
+                },
             }
         }
         notes
+    }
+
+    /// The line for map key `k`, holding `v`, removed at `now_ns`.
+    fn forgot(&self, k: &LearnedKey, v: &Learned, now_ns: u64, clock: &WallClock) -> Note {
+        let why = if v.expires_ns <= now_ns { "expired" } else { "flushed" };
+        let text = format!(
+            "{} forgot {} pmtu {} (report #{}): {why}; SYNs to and from it are clamped by the other rules again",
+            clock.rfc3339(now_ns),
+            self.key_text(k),
+            v.mtu,
+            v.report
+        );
+        let json = serde_json::json!({
+            "event": "forgot",
+            "time": clock.rfc3339(now_ns),
+            "key": self.key_text(k),
+            "pmtu": v.mtu,
+            "report": v.report,
+            "why": why,
+        })
+        .to_string();
+        Note { text, json }
     }
 
     /// One line for a SYN or SYN-ACK the clamper lowered to a learned PMTU.
@@ -396,6 +413,12 @@ impl<M: LearnedMap> Learner<M> {
             removed: self.removed,
             write_errors: self.write_errors,
         }
+    }
+
+    /// (entries in the clamper's map, reports that taught, entries removed),
+    /// without building the list [`Learner::status`] does.
+    pub fn totals(&self) -> (usize, u64, u64) {
+        (self.written.len(), self.taught, self.removed)
     }
 
     /// Entries in the clamper's map now.
@@ -442,8 +465,8 @@ impl Status {
 
 /// [`Learner::describe_clamp`], with the report (if still known).
 pub fn describe_clamp(ev: &ClampEvent, ifname: &str, report: Option<&Report>, clock: &WallClock) -> Note {
-    let src = addr_of(ev.family, ev.src);
-    let dst = addr_of(ev.family, ev.dst);
+    let src = decode::addr(ev.family, ev.src);
+    let dst = decode::addr(ev.family, ev.dst);
     let segment = if ev.flags & CLAMP_FLAG_SYN_ACK != 0 { "SYN-ACK" } else { "SYN" };
     let hook = if ev.egress != 0 { "tc-egress" } else { "tc-ingress" };
     let (toward, side) = if ev.rule == RULE_LEARNED_SRC { (src, "source") } else { (dst, "destination") };
@@ -606,6 +629,23 @@ mod tests {
         assert_eq!(notes.len(), 2);
         assert!(notes[0].text.contains("flushed"), "{}", notes[0].text);
         assert!(entries(&l).is_empty());
+    }
+
+    #[test]
+    fn a_prefix_keeps_its_other_lessons_when_one_expires() {
+        let mut l = learner((24, 128));
+        l.take(&ptb("192.168.7.2", 1300, 1, Direction::Transit), "to-r2", &CLOCK).unwrap();
+        l.take(&ptb("192.168.7.9", 1400, 5, Direction::Transit), "to-r2", &CLOCK).unwrap();
+        l.sync(5 * NS, &CLOCK);
+        assert_eq!(entries(&l), [("192.168.7.0/24".to_string(), 1300, 11)]);
+        // The lower lesson (from 1 s) is over at 11 s; the other stays to 15.
+        assert!(l.sync(11 * NS, &CLOCK).is_empty(), "the key is rewritten, not forgotten");
+        assert_eq!(entries(&l), [("192.168.7.0/24".to_string(), 1400, 15)]);
+        let notes = l.sync(15 * NS, &CLOCK);
+        assert_eq!(notes.len(), 1);
+        assert!(entries(&l).is_empty());
+        // Nothing changed, nothing expires: a sync does no work.
+        assert!(l.sync(16 * NS, &CLOCK).is_empty());
     }
 
     #[test]
